@@ -1,0 +1,160 @@
+"""Flow blueprints: the structure of a flow (steps, handlers, branches), as versioned data.
+
+Format, version 1::
+
+    blueprint:
+      version: 1
+      entry: classify            # optional; the first step when absent
+      steps:
+        - id: classify           # unique within the blueprint
+          handler: payments.classify
+          branches:              # tried in order; the first whose predicate holds wins
+            - when: payments.is_large
+              to: manual_review
+          next: execute          # where to go when no branch matches; "end" or absent ends
+          onError: apologise     # where to go when the handler raises
+        - ...
+
+The schema (in the CRD) checks the shape; ``check`` here checks the meaning: ids are unique,
+every ``entry``/``next``/``to``/``onError`` names a step (or ``end``), and every step is
+reachable from the entry. Handler bodies stay in code: ``bind`` resolves handler and predicate
+names against a table of callables and refuses a blueprint whose names are not all there.
+``fingerprint`` identifies a blueprint; ``check_state`` refuses saved execution state that was
+made under a different blueprint, so state is never loaded into the wrong definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flowreg.checksum import sha256_of
+
+SUPPORTED_VERSIONS = (1,)
+END = "end"
+
+
+@dataclass(frozen=True)
+class BlueprintProblem:
+    """A defect in a blueprint: the field (relative to the blueprint) and what is wrong."""
+
+    field: str
+    message: str
+
+
+def check(blueprint: Mapping[str, Any]) -> list[BlueprintProblem]:
+    """Every semantic defect of a blueprint whose shape already passed the schema."""
+    problems: list[BlueprintProblem] = []
+    version = blueprint.get("version")
+    if version not in SUPPORTED_VERSIONS:
+        problems.append(BlueprintProblem("version", f"unsupported blueprint version {version!r}"))
+        return problems
+    steps = list(blueprint.get("steps") or [])
+    if not steps:
+        return [BlueprintProblem("steps", "a blueprint needs at least one step")]
+    ids: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        sid = step.get("id")
+        if sid == END:
+            problems.append(BlueprintProblem(f"steps[{index}].id", f'"{END}" is reserved'))
+        elif sid in ids:
+            problems.append(BlueprintProblem(
+                f"steps[{index}].id", f'duplicate step id "{sid}" (first at steps[{ids[sid]}])'))
+        else:
+            ids[sid] = index
+    for where, target in _references(blueprint):
+        if target != END and target not in ids:
+            problems.append(BlueprintProblem(where, f'refers to unknown step "{target}"'))
+    if problems:
+        return problems
+    entry = blueprint.get("entry") or steps[0]["id"]
+    reached = _reachable(entry, steps)
+    for index, step in enumerate(steps):
+        if step["id"] not in reached:
+            problems.append(BlueprintProblem(
+                f"steps[{index}]", f'step "{step["id"]}" is unreachable from "{entry}"'))
+    return problems
+
+
+def fingerprint(blueprint: Mapping[str, Any]) -> str:
+    """``sha256:<64 hex>`` identifying the blueprint's structure."""
+    return sha256_of(blueprint)
+
+
+def handler_names(blueprint: Mapping[str, Any]) -> set[str]:
+    """Every handler and predicate name the blueprint uses."""
+    names: set[str] = set()
+    for step in blueprint.get("steps") or []:
+        names.add(step["handler"])
+        names.update(branch["when"] for branch in step.get("branches") or [])
+    return names
+
+
+@dataclass(frozen=True)
+class BoundBlueprint:
+    """A blueprint whose every name is bound to a callable, ready to be executed by a runner."""
+
+    blueprint: Mapping[str, Any]
+    handlers: Mapping[str, Callable[..., Any]]
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.blueprint)
+
+    def save_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Wrap execution state with the fingerprint of the blueprint it was made under."""
+        return {"blueprint": self.fingerprint, "state": dict(state)}
+
+    def load_state(self, saved: Mapping[str, Any]) -> dict[str, Any]:
+        """The state saved by ``save_state``; raises ``ValueError`` if made under another one."""
+        check_state(saved, self.blueprint)
+        return dict(saved["state"])
+
+
+def bind(blueprint: Mapping[str, Any],
+         handlers: Mapping[str, Callable[..., Any]]) -> BoundBlueprint:
+    """Bind a valid blueprint to callables; raises ``ValueError`` naming every missing one."""
+    problems = check(blueprint)
+    if problems:
+        raise ValueError("; ".join(f"{p.field}: {p.message}" for p in problems))
+    missing = sorted(handler_names(blueprint) - set(handlers))
+    if missing:
+        raise ValueError(f"no handler registered for: {', '.join(missing)}")
+    return BoundBlueprint(blueprint, dict(handlers))
+
+
+def check_state(saved: Mapping[str, Any], blueprint: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``saved`` was made under exactly this blueprint."""
+    made_under = saved.get("blueprint")
+    expected = fingerprint(blueprint)
+    if made_under != expected:
+        raise ValueError(
+            f"saved state belongs to blueprint {made_under}, not to {expected}; "
+            "refusing to load it into a different definition")
+
+
+def _references(blueprint: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if blueprint.get("entry") is not None:
+        yield "entry", blueprint["entry"]
+    for index, step in enumerate(blueprint.get("steps") or []):
+        for key in ("next", "onError"):
+            if step.get(key) is not None:
+                yield f"steps[{index}].{key}", step[key]
+        for bindex, branch in enumerate(step.get("branches") or []):
+            yield f"steps[{index}].branches[{bindex}].to", branch["to"]
+
+
+def _reachable(entry: str, steps: list[Mapping[str, Any]]) -> set[str]:
+    by_id = {s["id"]: s for s in steps}
+    seen: set[str] = set()
+    todo = [entry]
+    while todo:
+        sid = todo.pop()
+        if sid == END or sid in seen:
+            continue
+        seen.add(sid)
+        step = by_id[sid]
+        todo.extend(step[k] for k in ("next", "onError") if step.get(k))
+        todo.extend(b["to"] for b in step.get("branches") or [])
+    return seen

@@ -1,0 +1,1 @@
+"""The ``flowreg`` command line: a thin shell over the sync engine."""

@@ -1,0 +1,54 @@
+"""The embedder contract every backend satisfies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors of a fixed dimension.
+
+    ``identity`` names the model and everything that changes its vectors (e.g.
+    ``"hashing-v1/384"``, ``"openai:text-embedding-3-small/1536"``). It is stored with every point;
+    when it changes, every flow is re-embedded. ``embed`` returns one vector per text, in order,
+    each of length ``dimension``, and raises ``EmbedderUnavailable`` on failure.
+    """
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class CountingEmbedder:
+    """Wraps an embedder and counts calls and texts, for reports, metrics and tests."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.calls = 0
+        self.texts = 0
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        self.calls += 1
+        self.texts += len(texts)
+        return await self.inner.embed(texts)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

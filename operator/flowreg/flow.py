@@ -1,0 +1,118 @@
+"""The model: a flow, a registry of flows, and what defines a flow's identity and content.
+
+A flow's *content checksum* covers every field that defines it except its name, so a renamed
+flow keeps its checksum (that is how renames are detected). Its *embedding text* is what the
+embedder sees; a change that leaves the text alone (a blueprint, a condition) never re-embeds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowreg.checksum import sha256_of, sha256_text
+
+CHECKSUM_FORMAT = 1
+"""Version of the checksummed encoding; bump it only with a migration note."""
+
+POINT_NAMESPACE = uuid.UUID("6f1e3c2a-5d4b-4f0e-9a7c-2b8d1e0f4a93")
+
+
+def point_id(agent_id: str, name: str) -> str:
+    """The Qdrant point id of a flow: uuid5 of agent and name, stable across runs and hosts."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{agent_id}\x00{name}"))
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One declared flow (a skill of the agent).
+
+    ``blueprint`` is the flow's structure as plain data (validated by ``flowreg.blueprint``);
+    ``checksum`` is the declared checksum, if any — ``content_checksum`` is the computed one.
+    """
+
+    name: str
+    description: str
+    examples: tuple[str, ...] = ()
+    conditions: tuple[str, ...] = ()
+    blueprint: Mapping[str, Any] | None = None
+    checksum: str | None = None
+
+    def content(self) -> dict[str, Any]:
+        """Every field that defines the flow, except its name and declared checksum."""
+        return {
+            "format": CHECKSUM_FORMAT,
+            "description": self.description,
+            "examples": list(self.examples),
+            "conditions": list(self.conditions),
+            "blueprint": self.blueprint,
+        }
+
+    @property
+    def content_checksum(self) -> str:
+        """``sha256:<64 hex>`` over the canonical JSON of ``content()``."""
+        return sha256_of(self.content())
+
+    @property
+    def embedding_text(self) -> str:
+        """The text the embedder sees: the description, then one example a line."""
+        return "\n".join([self.description, *self.examples])
+
+    @property
+    def text_checksum(self) -> str:
+        """Checksum of ``embedding_text``; a flow is re-embedded only when this changes."""
+        return sha256_text(self.embedding_text)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The flow as it is written in a FlowRegistry manifest (with its checksum)."""
+        out: dict[str, Any] = {"name": self.name, "description": self.description}
+        if self.examples:
+            out["examples"] = list(self.examples)
+        if self.conditions:
+            out["conditions"] = list(self.conditions)
+        if self.blueprint is not None:
+            out["blueprint"] = _plain(self.blueprint)
+        out["checksum"] = self.content_checksum
+        return out
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """What one sync may do beyond creating and updating.
+
+    ``prune`` deletes flows this owner wrote earlier and no longer declares; at most
+    ``max_deletions`` of them per sync (``None``: no limit), and an empty declaration deletes
+    nothing unless ``allow_empty`` is set.
+    """
+
+    prune: bool = True
+    max_deletions: int | None = 25
+    allow_empty: bool = False
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A FlowRegistry: the flows one owner declares for one agent.
+
+    ``owner`` identifies the declaring registry (``namespace/name``); points written for it
+    carry it, and flowreg never overwrites or deletes points of another owner.
+    """
+
+    agent_id: str
+    owner: str
+    flows: tuple[Flow, ...] = field(default_factory=tuple)
+
+    def by_name(self) -> dict[str, Flow]:
+        """Flows keyed by name (names are unique once a registry is validated)."""
+        return {f.name: f for f in self.flows}
+
+
+def _plain(value: Any) -> Any:
+    """Deep-copy mappings and sequences into plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,329 @@
+"""Reading FlowRegistry manifests: YAML with line numbers, schema and meaning checks, defaults.
+
+Everything is checked before anything is returned: ``load`` either gives every declaration in
+the files or raises one ``InvalidSpec`` listing every problem, each naming the file, line, flow
+and field. Nothing downstream ever sees half-valid input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowreg import blueprint as blueprints
+from flowreg import schema
+from flowreg.errors import InvalidSpec, Problem
+from flowreg.flow import Flow, Registry, SyncPolicy
+
+Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+PathKey = tuple[str | int, ...]
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+@dataclass
+class Document:
+    """One YAML document of a file, with the line of every path in it (1-based)."""
+
+    source: str
+    data: Any
+    lines: dict[PathKey, int] = field(default_factory=dict)
+    nodes: dict[PathKey, yaml.Node] = field(default_factory=dict)
+    text: str = ""
+
+    def line_of(self, path: Sequence[str | int]) -> int | None:
+        """The line of the deepest known prefix of ``path``."""
+        key = tuple(path)
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return self.lines.get(())
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """A validated FlowRegistry: the registry, its sync policy, and where it came from."""
+
+    registry: Registry
+    policy: SyncPolicy
+    name: str
+    namespace: str
+    source: str = ""
+    store: str = "default"
+    deletion_policy: str = "Delete"
+    suspend: bool = False
+    interval: str = "10m"
+
+
+def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The manifest files named by ``paths``: files as given, directories' ``*.yaml`` sorted."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in MANIFEST_SUFFIXES))
+        elif path.exists() or str(raw) == "-":
+            files.append(path)
+        else:
+            raise InvalidSpec(Problem("no such file or directory", source=str(raw)))
+    if not files:
+        raise InvalidSpec(Problem("no manifest files found", source=", ".join(map(str, paths))))
+    return files
+
+
+def read_documents(text: str, source: str, *, loader_class: type | None = None,
+                   ) -> list[Document]:
+    """Parse multi-document YAML; raises ``InvalidSpec`` with the line of a syntax error.
+
+    ``loader_class`` defaults to libyaml's loader when available; pass ``yaml.SafeLoader``
+    when character offsets of nodes are needed (text edits).
+    """
+    docs: list[Document] = []
+    loader = (loader_class or Loader)(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            doc = Document(source=source, data=None, text=text)
+            problems = _index(node, (), doc)
+            if problems:
+                raise InvalidSpec(problems)
+            doc.data = loader.construct_document(node)
+            if doc.data is not None:
+                docs.append(doc)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise InvalidSpec(Problem(f"malformed YAML: {what}", source=source, line=line)) from None
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(Problem(f"malformed YAML: {exc}", source=source)) from None
+    finally:
+        loader.dispose()
+    return docs
+
+
+def load(paths: Iterable[str | Path], *, verify_checksums: bool = True) -> list[Declaration]:
+    """Every FlowRegistry in ``paths``, validated; raises ``InvalidSpec`` listing all problems."""
+    declarations: list[Declaration] = []
+    problems: list[Problem] = []
+    for path in manifest_files(paths):
+        text = _read(path)
+        for doc in read_documents(text, str(path)):
+            decl, found = parse_document(doc, verify_checksums=verify_checksums)
+            problems.extend(found)
+            if decl is not None:
+                declarations.append(decl)
+    problems.extend(_cross_checks(declarations))
+    if problems:
+        raise InvalidSpec(problems)
+    return declarations
+
+
+def parse_object(obj: Mapping[str, Any], source: str = "",
+                 *, verify_checksums: bool = True) -> Declaration:
+    """One FlowRegistry from a plain object (e.g. from the Kubernetes API)."""
+    doc = Document(source=source, data=obj)
+    decl, problems = parse_document(doc, verify_checksums=verify_checksums)
+    if problems or decl is None:
+        raise InvalidSpec(problems or [Problem("not a FlowRegistry", source=source)])
+    return decl
+
+
+def parse_document(doc: Document, *, verify_checksums: bool = True,
+                   ) -> tuple[Declaration | None, list[Problem]]:
+    """Check one document against the schema and the rules the schema cannot state."""
+    data = doc.data
+    if not isinstance(data, dict):
+        return None, [Problem("a manifest must be a mapping", source=doc.source,
+                              line=doc.line_of(()))]
+    if data.get("apiVersion") != schema.API_VERSION or data.get("kind") != schema.KIND:
+        got = f"{data.get('apiVersion')}/{data.get('kind')}"
+        return None, [Problem(
+            f"expected apiVersion {schema.API_VERSION} and kind {schema.KIND}, got {got}",
+            source=doc.source, line=doc.line_of(()))]
+    problems = [_problem(doc, err.path, err.message) for err in schema.validate(data)]
+    problems.extend(_check_metadata(doc))
+    if problems:
+        return None, problems
+    schema.apply_defaults(data)
+    spec = data["spec"]
+    meta = data.get("metadata") or {}
+    namespace = meta.get("namespace") or "default"
+    flows: list[Flow] = []
+    for index, raw in enumerate(spec.get("flows") or []):
+        flow = Flow(
+            name=raw["name"],
+            description=raw["description"],
+            examples=tuple(raw.get("examples") or ()),
+            conditions=tuple(raw.get("conditions") or ()),
+            blueprint=raw.get("blueprint"),
+            checksum=raw.get("checksum"),
+        )
+        base: PathKey = ("spec", "flows", index)
+        if flow.blueprint is not None:
+            for bp in blueprints.check(flow.blueprint):
+                problems.append(_problem(doc, (*base, "blueprint"), bp.message,
+                                         field=f"blueprint.{bp.field}"))
+        if verify_checksums and flow.checksum is not None:
+            computed = flow.content_checksum
+            if flow.checksum != computed:
+                problems.append(_problem(
+                    doc, (*base, "checksum"),
+                    f"declared checksum {flow.checksum} does not match the content, which gives "
+                    f"{computed} (run `flowreg checksum --write` after editing a flow)"))
+        flows.append(flow)
+    if problems:
+        return None, problems
+    guard = spec.get("deletionGuard") or {}
+    policy = SyncPolicy(
+        prune=spec.get("prune", True),
+        max_deletions=guard.get("maxDeletions", 25),
+        allow_empty=guard.get("allowEmpty", False),
+    )
+    registry = Registry(agent_id=spec["agentId"], owner=f"{namespace}/{meta['name']}",
+                        flows=tuple(flows))
+    return Declaration(
+        registry=registry, policy=policy, name=meta["name"], namespace=namespace,
+        source=doc.source, store=spec.get("store", "default"),
+        deletion_policy=spec.get("deletionPolicy", "Delete"),
+        suspend=spec.get("suspend", False), interval=spec.get("interval", "10m"),
+    ), []
+
+
+def _check_metadata(doc: Document) -> list[Problem]:
+    meta = doc.data.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        return [_problem(doc, ("metadata",), "metadata.name is required", field="metadata.name")]
+    if len(name) > 253 or not _NAME.match(name):
+        return [_problem(doc, ("metadata", "name"),
+                         f"{name!r} is not a valid name (lowercase DNS subdomain)",
+                         field="metadata.name")]
+    return []
+
+
+def _cross_checks(declarations: list[Declaration]) -> list[Problem]:
+    seen: dict[str, str] = {}
+    problems = []
+    for decl in declarations:
+        owner = decl.registry.owner
+        if owner in seen:
+            problems.append(Problem(
+                f"FlowRegistry {owner} is declared twice (also in {seen[owner]})",
+                source=decl.source))
+        seen[owner] = decl.source
+    return problems
+
+
+def _problem(doc: Document, path: Sequence[str | int], message: str,
+             field: str | None = None) -> Problem:
+    """A Problem located at ``path``, naming the flow and the field inside it."""
+    flow_name = None
+    path = tuple(path)
+    if len(path) >= 3 and path[:2] == ("spec", "flows") and isinstance(path[2], int):
+        flows = doc.data.get("spec", {}).get("flows") if isinstance(doc.data, dict) else None
+        raw = flows[path[2]] if isinstance(flows, list) and path[2] < len(flows) else None
+        name = raw.get("name") if isinstance(raw, dict) else None
+        flow_name = name if isinstance(name, str) else f"#{path[2]}"
+        if field is None:
+            field = _dotted(path[3:]) or None
+    elif field is None:
+        field = _dotted(path) or None
+    return Problem(message, source=doc.source, line=doc.line_of(path), flow=flow_name, field=field)
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _index(node: yaml.Node, path: PathKey, doc: Document) -> list[Problem]:
+    """Record the line of every path under ``node``; report duplicate mapping keys."""
+    doc.lines.setdefault(path, node.start_mark.line + 1)
+    doc.nodes[path] = node
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        keys: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in keys:
+                problems.append(Problem(
+                    f"duplicate key {key!r} (first on line {keys[key]})",
+                    source=doc.source, line=line, field=_dotted((*path, key))))
+            keys[key] = line
+            doc.lines[(*path, key)] = line
+            problems.extend(_index(value_node, (*path, key), doc))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems.extend(_index(item, (*path, i), doc))
+    return problems
+
+
+def _read(path: Path) -> str:
+    import sys
+
+    try:
+        if str(path) == "-":
+            return sys.stdin.read()
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidSpec(Problem(f"cannot read: {exc}", source=str(path))) from None
+
+
+def refresh_checksums(text: str, source: str) -> tuple[str, list[str]]:
+    """``text`` with every flow's ``checksum`` set to its computed value; and the names changed.
+
+    Edits the text in place (comments, order and formatting are kept): an existing checksum
+    value is replaced, a missing one is added after the flow's ``name``. The input must pass
+    every check but the checksums; otherwise ``InvalidSpec`` is raised and nothing changes.
+    """
+    edits: list[tuple[int, int, str]] = []
+    changed: list[str] = []
+    problems: list[Problem] = []
+    for doc in read_documents(text, source, loader_class=yaml.SafeLoader):
+        decl, found = parse_document(doc, verify_checksums=False)
+        problems.extend(found)
+        if decl is None:
+            continue
+        for index, flow in enumerate(decl.registry.flows):
+            computed = flow.content_checksum
+            if flow.checksum == computed:
+                continue
+            changed.append(flow.name)
+            node = doc.nodes[("spec", "flows", index)]
+            edits.append(_checksum_edit(node, computed, doc))
+    if problems:
+        raise InvalidSpec(problems)
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text, changed
+
+
+def _checksum_edit(node: yaml.Node, checksum: str, doc: Document) -> tuple[int, int, str]:
+    """The (start, end, text) edit that sets ``checksum`` in the flow mapping ``node``."""
+    if not isinstance(node, yaml.MappingNode):
+        raise InvalidSpec(Problem("a flow must be a mapping", source=doc.source,
+                                  line=node.start_mark.line + 1))
+    for key_node, value_node in node.value:
+        if key_node.value == "checksum":
+            return value_node.start_mark.index, value_node.end_mark.index, checksum
+    for key_node, value_node in node.value:
+        if key_node.value == "name":
+            at = value_node.end_mark.index
+            if node.flow_style:
+                return at, at, f", checksum: {checksum}"
+            indent = " " * key_node.start_mark.column
+            return at, at, f"\n{indent}checksum: {checksum}"
+    raise InvalidSpec(Problem("flow has no name", source=doc.source,
+                              line=node.start_mark.line + 1))

@@ -1,0 +1,227 @@
+"""The plan: a pure function from (declared registry, stored points) to the changes to make.
+
+``plan_sync`` never touches a store; it is printed by ``flowreg plan``, refused by ``guard``,
+or applied as a whole by ``flowreg.sync``. Laws (checked by property-based tests): applying a
+plan makes the owner's points equal the declaration; planning again gives only skips; points of
+another owner are never written or deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from flowreg.errors import DeletionGuard
+from flowreg.flow import Flow, Registry, SyncPolicy, point_id
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    """What the plan needs to know of a point in the store (no vector, no full payload)."""
+
+    id: str
+    agent_id: str
+    name: str
+    owner: str | None
+    checksum: str | None
+    text_checksum: str | None
+    embedder: str | None
+
+
+class VectorSource(str, Enum):
+    """Where a written point's vector comes from."""
+
+    EMBED = "embed"  # call the embedder
+    KEEP = "keep"  # the point keeps its vector; only the payload is rewritten
+    COPY = "copy"  # copy the vector of another point with the same text and embedder
+
+
+@dataclass(frozen=True)
+class Write:
+    """Write ``flow`` to point ``point_id``, with the vector from ``vector``."""
+
+    flow: Flow
+    point_id: str
+    vector: VectorSource
+    copy_from: str | None = None
+
+
+class RemovalReason(str, Enum):
+    UNDECLARED = "undeclared"  # the owner no longer declares this flow
+    DUPLICATE = "duplicate"  # a second point for a declared name
+    RENAMED = "renamed"  # the flow lives on under a new name
+
+
+@dataclass(frozen=True)
+class Removal:
+    point_id: str
+    name: str
+    reason: RemovalReason
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A declared flow whose point belongs to another owner; it is left untouched."""
+
+    name: str
+    owner: str | None
+    point_id: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The changes one sync makes for one registry, as a value."""
+
+    agent_id: str
+    owner: str
+    embedder: str
+    creates: tuple[Write, ...] = ()
+    updates: tuple[Write, ...] = ()
+    deletes: tuple[Removal, ...] = ()
+    skips: tuple[str, ...] = ()
+    renames: tuple[tuple[str, str], ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    kept: tuple[str, ...] = field(default=())
+    """Undeclared flows of this owner left in place because pruning is off."""
+
+    @property
+    def writes(self) -> tuple[Write, ...]:
+        return self.creates + self.updates
+
+    @property
+    def change_count(self) -> int:
+        return len(self.creates) + len(self.updates) + len(self.deletes)
+
+    @property
+    def is_noop(self) -> bool:
+        return self.change_count == 0
+
+    @property
+    def embed_count(self) -> int:
+        return sum(1 for w in self.writes if w.vector is VectorSource.EMBED)
+
+    @property
+    def pruned(self) -> tuple[Removal, ...]:
+        """Deletions that lose a declared-once flow (what the deletion guard counts)."""
+        return tuple(r for r in self.deletes if r.reason is RemovalReason.UNDECLARED)
+
+
+def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
+              policy: SyncPolicy | None = None) -> Plan:
+    """The minimum set of changes that makes the store hold exactly ``registry``'s flows.
+
+    ``points`` are the stored points of ``registry.agent_id`` (others are ignored). Points whose
+    owner differs from ``registry.owner`` are never written or deleted: a declared name held by
+    another owner becomes a ``Conflict``.
+    """
+    policy = policy or SyncPolicy()
+    agent, owner = registry.agent_id, registry.owner
+    mine: dict[str, list[StoredPoint]] = {}
+    foreign: dict[str, StoredPoint] = {}
+    for p in points:
+        if p.agent_id != agent:
+            continue
+        if p.owner == owner:
+            mine.setdefault(p.name, []).append(p)
+        else:
+            foreign.setdefault(p.name, p)
+
+    creates: list[Write] = []
+    updates: list[Write] = []
+    deletes: list[Removal] = []
+    skips: list[str] = []
+    conflicts: list[Conflict] = []
+    declared = registry.by_name()
+
+    for flow in registry.flows:
+        pid = point_id(agent, flow.name)
+        held = foreign.get(flow.name)
+        if held is not None:
+            conflicts.append(Conflict(flow.name, held.owner, held.id))
+            continue
+        existing = mine.get(flow.name, [])
+        canonical = next((p for p in existing if p.id == pid), None)
+        deletes.extend(Removal(p.id, p.name, RemovalReason.DUPLICATE)
+                       for p in existing if p is not canonical)
+        if canonical is None:
+            donor = _donor(flow, embedder, existing)
+            creates.append(_write(flow, pid, donor))
+        elif canonical.checksum == flow.content_checksum and canonical.embedder == embedder:
+            skips.append(flow.name)
+        elif canonical.text_checksum == flow.text_checksum and canonical.embedder == embedder:
+            updates.append(Write(flow, pid, VectorSource.KEEP))
+        else:
+            updates.append(Write(flow, pid, VectorSource.EMBED))
+
+    undeclared = [p for name, ps in mine.items() if name not in declared for p in ps]
+    renames: list[tuple[str, str]] = []
+    kept: list[str] = []
+    removed_as_rename: set[str] = set()
+    by_content: dict[str, list[StoredPoint]] = {}
+    for p in undeclared:
+        if p.checksum is not None:
+            by_content.setdefault(p.checksum, []).append(p)
+    for i, w in enumerate(creates):
+        if w.vector is not VectorSource.EMBED:
+            continue
+        candidates = by_content.get(w.flow.content_checksum)
+        if candidates:
+            old = candidates.pop()
+            removed_as_rename.add(old.id)
+            renames.append((old.name, w.flow.name))
+            if old.embedder == embedder and old.text_checksum == w.flow.text_checksum:
+                creates[i] = Write(w.flow, w.point_id, VectorSource.COPY, old.id)
+    if not any(w.vector is VectorSource.EMBED for w in creates):
+        donors: dict[str, StoredPoint] = {}
+    else:
+        donors = {p.text_checksum: p for ps in mine.values() for p in ps
+                  if p.embedder == embedder and p.text_checksum}
+    for i, w in enumerate(creates):
+        donor = donors.get(w.flow.text_checksum) if w.vector is VectorSource.EMBED else None
+        if donor is not None:
+            creates[i] = Write(w.flow, w.point_id, VectorSource.COPY, donor.id)
+    for p in undeclared:
+        if p.id in removed_as_rename:
+            deletes.append(Removal(p.id, p.name, RemovalReason.RENAMED))
+        elif policy.prune:
+            deletes.append(Removal(p.id, p.name, RemovalReason.UNDECLARED))
+        else:
+            kept.append(p.name)
+
+    return Plan(
+        agent_id=agent, owner=owner, embedder=embedder,
+        creates=tuple(creates), updates=tuple(updates), deletes=tuple(deletes),
+        skips=tuple(skips), renames=tuple(renames), conflicts=tuple(conflicts),
+        kept=tuple(sorted(set(kept))),
+    )
+
+
+def guard(plan: Plan, registry: Registry, policy: SyncPolicy) -> None:
+    """Refuse, with ``DeletionGuard``, a plan that deletes more than ``policy`` allows."""
+    pruned = plan.pruned
+    if not pruned:
+        return
+    if not registry.flows and not policy.allow_empty:
+        raise DeletionGuard(
+            f"refusing to delete all {len(pruned)} flow(s) of agent {plan.agent_id!r} owned by "
+            f"{plan.owner}: the registry declares no flows. If that is intended, allow an "
+            "empty registry (--allow-empty, or spec.deletionGuard.allowEmpty: true).")
+    limit = policy.max_deletions
+    if limit is not None and len(pruned) > limit:
+        names = ", ".join(r.name for r in pruned[:5]) + (", ..." if len(pruned) > 5 else "")
+        raise DeletionGuard(
+            f"refusing to delete {len(pruned)} flow(s) of agent {plan.agent_id!r} ({names}): "
+            f"more than the limit of {limit} per sync. Raise the limit (--max-deletions N, or "
+            "spec.deletionGuard.maxDeletions) if that is intended.")
+
+
+def _donor(flow: Flow, embedder: str, candidates: list[StoredPoint]) -> StoredPoint | None:
+    return next((p for p in candidates
+                 if p.embedder == embedder and p.text_checksum == flow.text_checksum), None)
+
+
+def _write(flow: Flow, pid: str, donor: StoredPoint | None) -> Write:
+    if donor is None:
+        return Write(flow, pid, VectorSource.EMBED)
+    return Write(flow, pid, VectorSource.COPY, donor.id)

@@ -1,0 +1,76 @@
+"""The sync report: what one sync did (or, for a dry run, would do), as names and counts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SyncReport:
+    """Result of syncing one registry.
+
+    ``created``/``updated``/``deleted``/``skipped`` are flow names; a rename is listed only in
+    ``renamed`` and a removed duplicate point only in ``duplicates_removed``. ``conflicts`` are
+    declared flows left alone because another owner holds them; ``kept`` are undeclared flows
+    left in place because pruning is off.
+    """
+
+    agent_id: str
+    owner: str
+    run_id: str = ""
+    dry_run: bool = False
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    renamed: list[dict[str, str]] = field(default_factory=list)
+    duplicates_removed: list[str] = field(default_factory=list)
+    conflicts: list[dict[str, str | None]] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    embedding_calls: int = 0
+    embedded_texts: int = 0
+    vectors_reused: int = 0
+    store_calls: int = 0
+    store_writes: int = 0
+    points_written: int = 0
+    points_deleted: int = 0
+    batches: int = 0
+    duration_seconds: float = 0.0
+    resumed: dict[str, Any] | None = None
+
+    @property
+    def change_count(self) -> int:
+        return (len(self.created) + len(self.updated) + len(self.deleted)
+                + len(self.renamed) + len(self.duplicates_removed))
+
+    def summary(self, max_names: int = 8) -> str:
+        """``2 change(s), 3 unchanged (CREATE a, UPDATE b, SKIP c, ...)``, plus conflicts."""
+        items = ([f"CREATE {n}" for n in self.created] + [f"UPDATE {n}" for n in self.updated]
+                 + [f"RENAME {r['from']} -> {r['to']}" for r in self.renamed]
+                 + [f"DELETE {n}" for n in self.deleted]
+                 + [f"DEDUPLICATE {n}" for n in self.duplicates_removed]
+                 + [f"SKIP {n}" for n in self.skipped])
+        shown = ", ".join(items[:max_names]) + (", ..." if len(items) > max_names else "")
+        verb = "would make " if self.dry_run else ""
+        text = f"{verb}{self.change_count} change(s), {len(self.skipped)} unchanged"
+        if shown:
+            text += f" ({shown})"
+        if self.conflicts:
+            held = ", ".join(f"{c['flow']} (owned by {c['owner']})" for c in self.conflicts[:5])
+            text += f"; {len(self.conflicts)} conflict(s): {held}"
+        if self.kept:
+            text += f"; {len(self.kept)} undeclared flow(s) kept (prune is off)"
+        return text
+
+    def to_dict(self, max_names: int | None = None) -> dict[str, Any]:
+        """Plain data; with ``max_names``, name lists are cut and their full counts added."""
+        data = asdict(self)
+        data["changes"] = self.change_count
+        if max_names is not None:
+            for key in ("created", "updated", "deleted", "skipped", "renamed",
+                        "duplicates_removed", "conflicts", "kept"):
+                values = data[key]
+                data[f"{key}Count"] = len(values)
+                data[key] = values[:max_names]
+        return data
