@@ -109,6 +109,19 @@ class Registry:
         return {f.name: f for f in self.flows}
 
 
+@dataclass(frozen=True)
+class StoredPoint:
+    """What the plan needs to know of a point in the store (no vector, no full payload)."""
+
+    id: str
+    agent_id: str
+    name: str
+    owner: str | None
+    checksum: str | None
+    text_checksum: str | None
+    embedder: str | None
+
+
 def _plain(value: Any) -> Any:
     """Deep-copy mappings and sequences into plain dicts and lists."""
     if isinstance(value, Mapping):

@@ -13,20 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from flowreg.errors import DeletionGuard
-from flowreg.flow import Flow, Registry, SyncPolicy, point_id
-
-
-@dataclass(frozen=True)
-class StoredPoint:
-    """What the plan needs to know of a point in the store (no vector, no full payload)."""
-
-    id: str
-    agent_id: str
-    name: str
-    owner: str | None
-    checksum: str | None
-    text_checksum: str | None
-    embedder: str | None
+from flowreg.flow import Flow, Registry, StoredPoint, SyncPolicy, point_id
 
 
 class VectorSource(str, Enum):

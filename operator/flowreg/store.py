@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 from qdrant_client import AsyncQdrantClient, models
 
 from flowreg.errors import StoreIncompatible, StoreUnavailable
-from flowreg.flow import Flow
-from flowreg.plan import StoredPoint
+from flowreg.flow import Flow, StoredPoint
 
 DEFAULT_COLLECTION = "flowreg_flows"
 DEFAULT_LOCATION = ".flowreg/qdrant"

@@ -67,12 +67,14 @@ class SyncEngine:
         return PlannedSync(plan, report)
 
     async def apply(self, registry: Registry, policy: SyncPolicy | None = None, *,
-                    deep: bool = False, progress: ProgressFn | None = None) -> SyncReport:
+                    deep: bool = False, progress: ProgressFn | None = None,
+                    on_plan: Callable[[Plan], Awaitable[None]] | None = None) -> SyncReport:
         """Make the store hold exactly ``registry``'s flows (for its owner) and report it.
 
         Raises ``DeletionGuard`` before any write if the plan deletes more than ``policy``
         allows, ``StoreUnavailable``/``EmbedderUnavailable`` if a backend fails (the run is
         recorded as failed, with its checkpoint). Conflicts do not raise: they are in the report.
+        ``on_plan`` is awaited with the plan once it has passed the guard, before any write.
         """
         policy = policy or SyncPolicy()
         run_id = uuid.uuid4().hex
@@ -91,6 +93,8 @@ class SyncEngine:
             points = await self.store.snapshot(registry.agent_id, deep=deep)
             plan = plan_sync(registry, points, self.embedder.identity, policy)
             guard(plan, registry, policy)
+            if on_plan is not None:
+                await on_plan(plan)
             report.batches = await self._execute(plan, run_id, progress)
         except BaseException as exc:
             if self.history is not None:
@@ -187,7 +191,7 @@ class SyncEngine:
                 raise EmbedderUnavailable(
                     f"embedder {self.embedder.identity} returned {len(embedded)} vectors "
                     f"for {len(to_embed)} texts")
-            for write, vector in zip(to_embed, embedded):
+            for write, vector in zip(to_embed, embedded, strict=True):
                 if len(vector) != self.embedder.dimension:
                     raise EmbedderUnavailable(
                         f"embedder {self.embedder.identity} returned a {len(vector)}-dimensional "

@@ -98,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="metadata.name [default: the agent id]")
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
 
+    p = sub.add_parser("run", help="run the Kubernetes operator")
+    p.add_argument("--config", default=os.environ.get("FLOWREG_CONFIG"),
+                   help="operator configuration file (stores, embedders)")
+    p.add_argument("-n", "--namespace", dest="namespaces", action="append", default=[],
+                   help="namespace (or glob) to watch; repeatable")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
+                   help="liveness endpoint URL, or '' for none")
+    p.add_argument("--peering", default=None,
+                   help="KopfPeering name for HA (a second replica waits); standalone if unset")
+    p.add_argument("--metrics-port", type=int, default=8080, help="0 disables metrics")
+    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    p.add_argument("--verbose", action="store_true")
+
     p = sub.add_parser("history", help="show the latest apply runs")
     store(p)
     output(p)
@@ -109,9 +123,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "run":
+            return _run_operator(args)
         return asyncio.run(_dispatch(args))
+    except InvalidSpec as exc:
+        count = len(exc.problems)
+        print(f"error: invalid input ({count} problem{'s' if count != 1 else ''}); "
+              "nothing was written:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return int(exc.exit_code)
     except FlowregError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.reason}: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -131,6 +154,17 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if command == "history":
         return _history(args)
     raise AssertionError(command)
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    if not args.namespaces and not args.all_namespaces:
+        raise InvalidSpec("flowreg run needs --namespace NS (repeatable) or --all-namespaces")
+    from flowreg.controller.run import run
+
+    return run(config_path=args.config, namespaces=args.namespaces,
+               all_namespaces=args.all_namespaces, liveness=args.liveness or None,
+               peering=args.peering, metrics_port=args.metrics_port or None,
+               log_format=args.log_format, verbose=args.verbose)
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ enough for a flow selector to work in demos and tests; use a real model in produ
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import zlib
@@ -39,7 +40,7 @@ class HashingEmbedder:
         dim = self._dimension
         vec = [0.0] * dim
         words = _WORD.findall(text.lower())
-        tokens = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+        tokens = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
         for token in tokens:
             h = zlib.crc32(token.encode("utf-8"))
             vec[h % dim] += 1.0 if (h >> 31) & 1 else -1.0

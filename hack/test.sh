@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: Python deps into .venv, the control-plane
+# binaries (kube-apiserver, etcd, kubectl, helm) into a cache outside the repo, lint, then pytest.
+# Extra arguments go to pytest (e.g. `bash hack/test.sh -m "not e2e"`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+if [ -f hack/testbin.sh ] && [ "${FLOWREG_SKIP_E2E:-}" != "1" ]; then
+  FLOWREG_TESTBIN_DIR="$(bash hack/testbin.sh | tail -n 1)"
+  export FLOWREG_TESTBIN_DIR
+fi
+
+.venv/bin/ruff check operator tests bench
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""The Kubernetes operator: a kopf shell over the sync engine."""

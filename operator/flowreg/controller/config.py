@@ -1,0 +1,124 @@
+"""Operator configuration: the Qdrant connections ("stores") an administrator offers tenants.
+
+A FlowRegistry names a store (``spec.store``); only the operator's configuration says where
+that store is, which collection and embedder it uses, and which environment variable holds its
+API key. Tenants never supply URLs or keys. Example::
+
+    stores:
+      default:
+        location: http://qdrant.qdrant.svc:6333   # or :memory:, or a directory
+        collection: flowreg_flows
+        apiKeyEnv: QDRANT_API_KEY                 # filled from a Secret by the Helm chart
+        embedder: {kind: hashing, dimension: 384}
+    driftCheckSeconds: 10                         # how often intervals are checked
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowreg.errors import InvalidSpec
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """One named Qdrant connection with its collection and embedder."""
+
+    name: str
+    location: str = ":memory:"
+    collection: str = "flowreg_flows"
+    api_key_env: str | None = None
+    embedder: Mapping[str, Any] = field(default_factory=lambda: {"kind": "hashing"})
+    batch_size: int = 100
+    page_size: int | None = None
+    timeout: float = 30.0
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key, read from the environment at use (never stored in config or logs)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything the operator process is configured with."""
+
+    stores: Mapping[str, StoreConfig]
+    drift_check_seconds: float = 10.0
+    max_status_names: int = 20
+    progress_every_seconds: float = 2.0
+
+    def store(self, name: str) -> StoreConfig:
+        """The store called ``name``; ``InvalidSpec`` if the administrator configured none."""
+        try:
+            return self.stores[name]
+        except KeyError:
+            known = ", ".join(sorted(self.stores)) or "none"
+            raise InvalidSpec(
+                f"spec.store: store {name!r} is not configured in this operator "
+                f"(configured: {known})") from None
+
+
+def parse_config(data: Mapping[str, Any]) -> OperatorConfig:
+    """An ``OperatorConfig`` from plain data; raises ``ValueError`` naming a bad setting."""
+    stores: dict[str, StoreConfig] = {}
+    raw_stores = data.get("stores") or {"default": {}}
+    if not isinstance(raw_stores, Mapping):
+        raise ValueError("stores: expected a mapping of store name to settings")
+    for name, raw in raw_stores.items():
+        raw = dict(raw or {})
+        known = {"location", "collection", "apiKeyEnv", "embedder", "batchSize", "pageSize",
+                 "timeout"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"stores.{name}: unknown setting(s) {', '.join(sorted(unknown))}")
+        if "apiKey" in raw:
+            raise ValueError(f"stores.{name}: put API keys in a Secret and name it by apiKeyEnv")
+        stores[str(name)] = StoreConfig(
+            name=str(name),
+            location=str(raw.get("location", ":memory:")),
+            collection=str(raw.get("collection", "flowreg_flows")),
+            api_key_env=raw.get("apiKeyEnv"),
+            embedder=dict(raw.get("embedder") or {"kind": "hashing"}),
+            batch_size=int(raw.get("batchSize", 100)),
+            page_size=int(raw["pageSize"]) if raw.get("pageSize") else None,
+            timeout=float(raw.get("timeout", 30.0)),
+        )
+    return OperatorConfig(
+        stores=stores,
+        drift_check_seconds=float(data.get("driftCheckSeconds", 10.0)),
+        max_status_names=int(data.get("maxStatusNames", 20)),
+        progress_every_seconds=float(data.get("progressEverySeconds", 2.0)),
+    )
+
+
+def load_config(path: str | Path | None) -> OperatorConfig:
+    """Read the configuration file (``None``: one embedded in-memory store named default)."""
+    if path is None:
+        return parse_config({})
+    with Path(path).open(encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    return parse_config(data)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Flux-style duration such as ``90s``, ``10m``, ``1h30m``, ``500ms``."""
+    total, pos = 0.0, 0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"not a duration: {text!r}")
+    return total

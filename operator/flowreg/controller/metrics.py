@@ -1,0 +1,63 @@
+"""Prometheus metrics of the operator (a no-op when prometheus-client is not installed)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from flowreg.report import SyncReport
+from flowreg.store import StoreStats
+
+try:
+    import prometheus_client as prom
+except ImportError:  # pragma: no cover - the operator extra installs it
+    prom = None
+
+
+class Metrics:
+    """``flowreg_syncs_total{result}``, ``flowreg_store_operations_total{operation}``,
+    ``flowreg_embedded_texts_total``, ``flowreg_sync_duration_seconds``.
+
+    One instance per registry of collectors; pass ``registry`` to keep tests isolated.
+    """
+
+    def __init__(self, registry: Any = None) -> None:
+        self.enabled = prom is not None
+        if not self.enabled:
+            return
+        kw: dict[str, Any] = {"registry": registry} if registry is not None else {}
+        self.syncs = prom.Counter("flowreg_syncs", "Syncs of FlowRegistries, by result",
+                                  ["result"], **kw)
+        self.ops = prom.Counter("flowreg_store_operations",
+                                "Calls made to Qdrant, by operation", ["operation"], **kw)
+        self.texts = prom.Counter("flowreg_embedded_texts", "Texts sent to the embedder", **kw)
+        self.changes = prom.Counter("flowreg_flow_changes", "Flows changed, by action",
+                                    ["action"], **kw)
+        self.duration = prom.Histogram("flowreg_sync_duration_seconds",
+                                       "Wall time of one sync", **kw)
+
+    def sync_finished(self, result: str, seconds: float, report: SyncReport | None) -> None:
+        if not self.enabled:
+            return
+        self.syncs.labels(result=result).inc()
+        self.duration.observe(seconds)
+        if report is not None:
+            self.texts.inc(report.embedded_texts)
+            for action, names in (("create", report.created), ("update", report.updated),
+                                  ("delete", report.deleted)):
+                if names:
+                    self.changes.labels(action=action).inc(len(names))
+
+    def operations_since(self, stats: StoreStats, before: Counter[str]) -> None:
+        if not self.enabled:
+            return
+        for name, count in stats.calls.items():
+            delta = count - before.get(name, 0)
+            if delta > 0:
+                self.ops.labels(operation=name).inc(delta)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    """Expose the default registry on ``http://address:port/metrics``."""
+    if prom is not None:
+        prom.start_http_server(port, addr=address)

@@ -1,0 +1,96 @@
+"""FlowRegistry status as data: kstatus-compatible conditions and a bounded sync report.
+
+Pure functions: given the previous conditions and what happened, they return the status to
+patch. ``Ready`` is always present; ``Reconciling`` and ``Stalled`` only while true. A
+condition's ``lastTransitionTime`` moves only when its status flips, so an unchanged outcome
+gives an identical status (and the apiserver records no new version, so no watch event).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flowreg.report import SyncReport
+
+READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
+MAX_MESSAGE = 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a reconcile attempt concluded, in condition terms."""
+
+    ready: bool
+    reason: str
+    message: str
+    reconciling: bool = False
+    stalled: bool = False
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def conditions(outcome: Outcome, generation: int | None,
+               previous: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    """The full conditions list for ``outcome`` (Ready first; the others only while true)."""
+    old = {c.get("type"): c for c in previous or ()}
+    wanted = [(READY, outcome.ready)]
+    if outcome.reconciling:
+        wanted.append((RECONCILING, True))
+    if outcome.stalled:
+        wanted.append((STALLED, True))
+    out = []
+    for ctype, value in wanted:
+        status = "True" if value else "False"
+        before = old.get(ctype)
+        moved = before is None or before.get("status") != status
+        out.append({
+            "type": ctype,
+            "status": status,
+            "observedGeneration": generation,
+            "lastTransitionTime": now_iso() if moved else before.get("lastTransitionTime"),
+            "reason": outcome.reason,
+            "message": _cut(outcome.message, MAX_MESSAGE),
+        })
+    return out
+
+
+def sync_summary(report: SyncReport, max_names: int) -> dict[str, Any]:
+    """The ``status.lastSync`` stanza: counts always, names cut to ``max_names`` per list."""
+    return {
+        "runId": report.run_id,
+        "time": now_iso(),
+        "created": len(report.created),
+        "updated": len(report.updated),
+        "deleted": len(report.deleted),
+        "skipped": len(report.skipped),
+        "renamed": len(report.renamed),
+        "duplicatesRemoved": len(report.duplicates_removed),
+        "conflicts": len(report.conflicts),
+        "embeddedTexts": report.embedded_texts,
+        "storeWrites": report.store_writes,
+        "durationSeconds": round(report.duration_seconds, 3),
+        "names": {
+            "created": report.created[:max_names],
+            "updated": report.updated[:max_names],
+            "deleted": report.deleted[:max_names],
+            "renamed": [f"{r['from']}->{r['to']}" for r in report.renamed[:max_names]],
+        },
+    }
+
+
+def ready_message(report: SyncReport, flow_count: int) -> str:
+    if report.conflicts:
+        owners = ", ".join(f"{c['flow']} (owned by {c['owner']})" for c in report.conflicts[:5])
+        more = f" and {len(report.conflicts) - 5} more" if len(report.conflicts) > 5 else ""
+        return (f"{len(report.conflicts)} declared flow(s) belong to another registry and were "
+                f"left untouched: {owners}{more}")
+    return f"{flow_count} flow(s) in sync; last change: {report.summary(max_names=3)}"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

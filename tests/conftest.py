@@ -1,0 +1,55 @@
+"""Shared fixtures: example manifests and a helper to write manifests into a temp dir."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "finance-bot.yaml"
+
+
+def registry_doc(flows: list[dict[str, Any]], *, name: str = "bot", agent: str = "agent_1",
+                 namespace: str = "default", **spec: Any) -> dict[str, Any]:
+    """A FlowRegistry manifest as a dict."""
+    return {
+        "apiVersion": "flowreg.dev/v1alpha1",
+        "kind": "FlowRegistry",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"agentId": agent, **spec, "flows": flows},
+    }
+
+
+def make_flows(n: int, *, prefix: str = "flow", salt: str = "") -> list[dict[str, Any]]:
+    """``n`` distinct valid flows."""
+    return [
+        {
+            "name": f"{prefix}_{i:05d}",
+            "description": f"Handle request kind {i} {salt}".strip(),
+            "examples": [f"please do thing {i}", f"I want {i} done"],
+            "conditions": ["user is authenticated"],
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def write_manifest(tmp_path: Path) -> Callable[..., Path]:
+    """Write a manifest (dict, list of dicts, or raw text) to a file and return its path."""
+    counter = iter(range(1_000_000))
+
+    def write(content: Any, filename: str | None = None) -> Path:
+        path = tmp_path / (filename or f"manifest-{next(counter)}.yaml")
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        elif isinstance(content, list):
+            path.write_text(yaml.safe_dump_all(content, sort_keys=False), encoding="utf-8")
+        else:
+            path.write_text(yaml.safe_dump(content, sort_keys=False), encoding="utf-8")
+        return path
+
+    return write
