@@ -77,13 +77,13 @@ def parse_config(data: Mapping[str, Any]) -> OperatorConfig:
         raise ValueError("stores: expected a mapping of store name to settings")
     for name, raw in raw_stores.items():
         raw = dict(raw or {})
+        if "apiKey" in raw:
+            raise ValueError(f"stores.{name}: put API keys in a Secret and name it by apiKeyEnv")
         known = {"location", "collection", "apiKeyEnv", "embedder", "batchSize", "pageSize",
                  "timeout"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"stores.{name}: unknown setting(s) {', '.join(sorted(unknown))}")
-        if "apiKey" in raw:
-            raise ValueError(f"stores.{name}: put API keys in a Secret and name it by apiKeyEnv")
         stores[str(name)] = StoreConfig(
             name=str(name),
             location=str(raw.get("location", ":memory:")),

@@ -36,6 +36,14 @@ class Metrics:
         self.duration = prom.Histogram("flowreg_sync_duration_seconds",
                                        "Wall time of one sync", **kw)
 
+    @classmethod
+    def default(cls) -> Metrics:
+        """The process-wide instance on prometheus-client's default registry."""
+        global _default
+        if _default is None:
+            _default = cls()
+        return _default
+
     def sync_finished(self, result: str, seconds: float, report: SyncReport | None) -> None:
         if not self.enabled:
             return
@@ -55,6 +63,9 @@ class Metrics:
             delta = count - before.get(name, 0)
             if delta > 0:
                 self.ops.labels(operation=name).inc(delta)
+
+
+_default: Metrics | None = None
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -55,7 +55,7 @@ class Reconciler:
     def __init__(self, config: OperatorConfig, sink: Sink, metrics: Metrics | None = None) -> None:
         self.config = config
         self.sink = sink
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics.default()
         self.engines: dict[str, SyncEngine] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._checked: dict[str, _Checked] = {}
@@ -102,12 +102,13 @@ class Reconciler:
         uid = _uid(body)
         async with self._locks.setdefault(uid, asyncio.Lock()):
             started = time.monotonic()
+            before = _plain(body.get("status") or {})
             outcome, report, transient = await self._sync(body, trigger)
             previous = self._checked.get(uid)
             failures = (previous.failures + 1) if (transient and previous) else int(transient)
             self._checked[uid] = _Checked(time.monotonic(), transient, failures)
             self.metrics.sync_finished(outcome.reason, time.monotonic() - started, report)
-            await self._write(body, outcome, report)
+            await self._write(body, before, outcome, report)
             return outcome
 
     async def finalize(self, body: Mapping[str, Any]) -> int:
@@ -172,10 +173,9 @@ class Reconciler:
             else ""
         return Outcome(True, "Synced", f"{count} flow(s) in sync{kept}"), report, False
 
-    async def _write(self, body: Mapping[str, Any], outcome: Outcome,
-                     report: SyncReport | None) -> None:
+    async def _write(self, body: Mapping[str, Any], status: Mapping[str, Any],
+                     outcome: Outcome, report: SyncReport | None) -> None:
         meta = body.get("metadata") or {}
-        status = dict(body.get("status") or {})
         generation = meta.get("generation")
         previous = status.get("conditions") or []
         patch: dict[str, Any] = {
@@ -192,14 +192,16 @@ class Reconciler:
             if report.change_count or "lastSync" not in status \
                     or status.get("observedGeneration") != generation:
                 patch["lastSync"] = sync_summary(report, self.config.max_status_names)
-        if any(status.get(k) != v for k, v in patch.items()):
+        if (report is not None and report.change_count) or any(
+                status.get(k) != v for k, v in patch.items()):
             await self.sink.patch_status(body, patch)
-        await self._events(body, outcome, report, previous)
+        await self._events(body, status, outcome, report)
 
-    async def _events(self, body: Mapping[str, Any], outcome: Outcome,
-                      report: SyncReport | None, previous: list[Mapping[str, Any]]) -> None:
+    async def _events(self, body: Mapping[str, Any], status: Mapping[str, Any],
+                      outcome: Outcome, report: SyncReport | None) -> None:
+        previous = status.get("conditions") or []
         if report is not None and report.change_count:
-            reason = "DriftRepaired" if _drift(body) else "Synced"
+            reason = "DriftRepaired" if _drift(body, status) else "Synced"
             await self.sink.event(body, "Normal", reason, report.summary(max_names=10))
         before = next((c for c in previous if c.get("type") == "Ready"), None)
         changed = before is None or before.get("reason") != outcome.reason \
@@ -240,9 +242,8 @@ class _ProgressWriter:
             "runId": checkpoint.run_id, "done": checkpoint.done, "total": checkpoint.total}})
 
 
-def _drift(body: Mapping[str, Any]) -> bool:
+def _drift(body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
     """True when the spec was already synced at this generation (so the changes are drift)."""
-    status = body.get("status") or {}
     meta = body.get("metadata") or {}
     return status.get("observedGeneration") == meta.get("generation") and any(
         c.get("type") == "Ready" and c.get("reason") == "Synced"

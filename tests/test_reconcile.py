@@ -1,0 +1,159 @@
+"""The reconciler without Kubernetes: status and events it produces, against real Qdrant local.
+
+These check the status contract (kstatus conditions, bounded report, no rewrite when nothing
+changed); the operator itself is tested end to end on a real apiserver in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from flowreg.controller.config import parse_config, parse_duration
+from flowreg.controller.reconcile import Reconciler
+from flowreg.errors import InvalidSpec
+from tests.conftest import make_flows, registry_doc
+
+
+class RecordingSink:
+    """Applies status patches to the body (as the apiserver would) and records events."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    async def patch_status(self, body, status):
+        self.patches.append(copy.deepcopy(status))
+        current = body.setdefault("status", {})
+        for key, value in status.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = copy.deepcopy(value)
+
+    async def event(self, body, type_, reason, message):
+        self.events.append((type_, reason, message))
+
+
+def body_of(flows, generation=1, **spec) -> dict[str, Any]:
+    doc = registry_doc(flows, name="reg", namespace="team-a", **spec)
+    doc["metadata"].update(uid="uid-1", generation=generation)
+    return doc
+
+
+@pytest.fixture
+async def reconciler():
+    rec = Reconciler(parse_config({"stores": {"default": {"location": ":memory:"}}}),
+                     RecordingSink())
+    yield rec
+    await rec.close()
+
+
+def ready(body) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+
+
+async def test_first_sync_is_ready_with_counts(reconciler):
+    body = body_of(make_flows(5))
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.ready and outcome.reason == "Synced"
+    assert ready(body)["status"] == "True" and ready(body)["observedGeneration"] == 1
+    assert [c["type"] for c in body["status"]["conditions"]] == ["Ready"]
+    assert body["status"]["lastSync"]["created"] == 5
+    assert body["status"]["flowCount"] == 5
+    assert reconciler.sink.events[0][:2] == ("Normal", "Synced")
+
+
+async def test_unchanged_registry_rewrites_no_status(reconciler):
+    body = body_of(make_flows(5))
+    await reconciler.reconcile(body, trigger="change")
+    patches, events = len(reconciler.sink.patches), len(reconciler.sink.events)
+    await reconciler.reconcile(body, trigger="drift")
+    await reconciler.reconcile(body, trigger="resume")
+    assert len(reconciler.sink.patches) == patches
+    assert len(reconciler.sink.events) == events
+
+
+async def test_status_stays_small_for_large_registries(reconciler):
+    body = body_of(make_flows(2000))
+    await reconciler.reconcile(body, trigger="change")
+    assert len(json.dumps(body["status"])) < 4096
+    assert len(body["status"]["lastSync"]["names"]["created"]) == 20
+    assert body["status"]["lastSync"]["created"] == 2000
+
+
+async def test_invalid_spec_stalls_and_writes_nothing(reconciler):
+    flows = make_flows(3)
+    flows[2]["checksum"] = "sha256:" + "a" * 64
+    body = body_of(flows)
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.reason == "InvalidSpec" and outcome.stalled
+    types = {c["type"]: c["status"] for c in body["status"]["conditions"]}
+    assert types == {"Ready": "False", "Stalled": "True"}
+    assert 'flow "flow_00002"' in ready(body)["message"]
+    assert reconciler.sink.events[-1][:2] == ("Warning", "InvalidSpec")
+    engine = reconciler.engines.get("default")
+    assert engine is None or await engine.store.count() == 0
+
+
+async def test_unknown_store_is_invalid_spec(reconciler):
+    body = body_of(make_flows(1), store="elsewhere")
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.reason == "InvalidSpec" and "store 'elsewhere' is not configured" in \
+        outcome.message
+
+
+async def test_suspend_writes_nothing(reconciler):
+    body = body_of(make_flows(2), suspend=True)
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.reason == "Suspended" and not reconciler.engines
+
+
+async def test_conflict_names_the_owner(reconciler):
+    await reconciler.reconcile(body_of(make_flows(2)), trigger="change")
+    other = registry_doc(make_flows(3), name="other", namespace="team-b")
+    other["metadata"].update(uid="uid-2", generation=1)
+    outcome = await reconciler.reconcile(other, trigger="change")
+    assert outcome.reason == "Conflict" and "owned by team-a/reg" in outcome.message
+    assert other["status"]["conflicts"][0]["owner"] == "team-a/reg"
+    assert other["status"]["lastSync"]["created"] == 1
+
+
+async def test_condition_transition_time_moves_only_on_flips(reconciler):
+    body = body_of(make_flows(2))
+    await reconciler.reconcile(body, trigger="change")
+    first = ready(body)["lastTransitionTime"]
+    body["spec"]["flows"].append(make_flows(3)[2])
+    body["metadata"]["generation"] = 2
+    await reconciler.reconcile(body, trigger="change")
+    assert ready(body)["lastTransitionTime"] == first
+    assert ready(body)["observedGeneration"] == 2
+
+
+async def test_deletion_policy(reconciler):
+    body = body_of(make_flows(3))
+    await reconciler.reconcile(body, trigger="change")
+    orphan = copy.deepcopy(body)
+    orphan["spec"]["deletionPolicy"] = "Orphan"
+    assert await reconciler.finalize(orphan) == 0
+    assert await reconciler.engines["default"].store.count() == 3
+    assert await reconciler.finalize(body) == 3
+    assert await reconciler.engines["default"].store.count() == 0
+
+
+def test_config_rejects_inline_keys_and_unknown_settings():
+    with pytest.raises(ValueError, match="apiKeyEnv"):
+        parse_config({"stores": {"default": {"apiKey": "x"}}})
+    with pytest.raises(ValueError, match="unknown setting"):
+        parse_config({"stores": {"default": {"url": "x"}}})
+    with pytest.raises(InvalidSpec):
+        parse_config({}).store("nope")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400),
+                                               ("500ms", 0.5)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
