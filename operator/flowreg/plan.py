@@ -146,7 +146,7 @@ def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
     kept: list[str] = []
     removed_as_rename: set[str] = set()
     by_content: dict[str, list[StoredPoint]] = {}
-    for p in undeclared:
+    for p in undeclared if policy.prune else ():
         if p.checksum is not None:
             by_content.setdefault(p.checksum, []).append(p)
     for i, w in enumerate(creates):
