@@ -1,0 +1,93 @@
+"""Fixtures for end-to-end tests: one real control plane per test session.
+
+In CI (``CI=true``) these tests always run: a binary that is missing or fails to build or
+start fails the run. Locally they run too (missing binaries are built first); a developer may
+skip them only explicitly, with ``FLOWREG_SKIP_E2E=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from tests.kube.controlplane import (
+    ControlPlane,
+    apply_file,
+    missing_binaries,
+    service_account_token,
+    testbin_dir,
+)
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    if os.environ.get("FLOWREG_SKIP_E2E") == "1" and not IN_CI:
+        pytest.skip("FLOWREG_SKIP_E2E=1: end-to-end tests skipped on request")
+    bin_dir = testbin_dir()
+    if missing_binaries(bin_dir):
+        if IN_CI:
+            pytest.fail(f"control-plane binaries missing in {bin_dir} "
+                        f"({', '.join(missing_binaries(bin_dir))}); .ci/run must build them")
+        bin_dir = testbin_dir(build=True)
+    plane = ControlPlane(bin_dir).start()
+    print(f"\ncontrol plane ready in {plane.startup_seconds:.2f} s at {plane.server}")
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig_path(control_plane: ControlPlane) -> Path:
+    return control_plane.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def kubectl_path(control_plane: ControlPlane) -> Path:
+    return control_plane.kubectl
+
+
+@pytest.fixture(scope="session")
+def kube_api(control_plane: ControlPlane) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture(scope="session")
+def apply_manifest(kube_api: client.ApiClient) -> Callable[..., list[Any]]:
+    """Server-side apply a YAML file (CRDs wait for Established)."""
+
+    def apply(path: Path, namespace: str | None = None) -> list[Any]:
+        return apply_file(kube_api, path, namespace)
+
+    return apply
+
+
+@pytest.fixture
+def service_account_kubeconfig(control_plane: ControlPlane, kube_api: client.ApiClient,
+                               tmp_path: Path) -> Callable[[str, str], Path]:
+    """Make a kubeconfig for ServiceAccount ``namespace/name`` (created if absent)."""
+
+    def make(namespace: str, name: str) -> Path:
+        token = service_account_token(kube_api, namespace, name)
+        return control_plane.kubeconfig_for_token(token, tmp_path / f"{namespace}-{name}.kcfg",
+                                                  user=name)
+
+    return make

@@ -1,0 +1,175 @@
+"""Running the operator against the test control plane, and reading what it did.
+
+Two ways to run it:
+
+* ``InProcessOperator``: kopf's ``KopfRunner`` runs ``flowreg.controller.handlers`` in a thread
+  with its own event loop. The test reads Qdrant through the operator's own store handles, on
+  the operator's loop (``flowreg.controller.runtime.call``), so an embedded store is never used
+  from two threads at once.
+* ``OperatorProcess``: ``flowreg run`` as a real child process, for tests that SIGKILL it. It
+  uses an embedded store in a directory; the test opens that directory only after the process
+  has gone (an embedded store admits one client at a time).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kopf.testing import KopfRunner
+from kubernetes import client
+
+from flowreg.controller import runtime
+from flowreg.flow import Flow
+from flowreg.schema import GROUP, PLURAL, VERSION
+
+DRIFT_SECONDS = "1"
+os.environ.setdefault("FLOWREG_DRIFT_CHECK_SECONDS", DRIFT_SECONDS)
+
+
+def write_config(path: Path, location: str = ":memory:", **extra: Any) -> Path:
+    """An operator configuration with one store called ``default``."""
+    config = {"stores": {"default": {"location": location}}, "progressEverySeconds": 0.5,
+              "driftCheckSeconds": float(DRIFT_SECONDS), **extra}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+class InProcessOperator:
+    """The operator under ``KopfRunner``, watching the namespaces matching ``pattern``."""
+
+    def __init__(self, kubeconfig: Path, config_path: Path, pattern: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.config_path = config_path
+        self.pattern = pattern
+        self.runner: KopfRunner | None = None
+
+    def __enter__(self) -> InProcessOperator:
+        os.environ["KUBECONFIG"] = str(self.kubeconfig)
+        os.environ["FLOWREG_CONFIG"] = str(self.config_path)
+        self.runner = KopfRunner(
+            ["run", "--namespace", self.pattern, "--standalone", "--verbose",
+             "-m", "flowreg.controller.handlers"], timeout=60)
+        self.runner.__enter__()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                runtime.reconciler()
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the operator did not start") from None
+                time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        self.runner.__exit__(None, None, None)
+
+    def flows(self, agent: str, store: str = "default") -> dict[str, tuple[Flow, str | None]]:
+        """What Qdrant holds for ``agent``: name -> (flow, owner)."""
+
+        async def read(rec: Any) -> list[tuple[Flow, str | None]]:
+            engine = await rec.engine(rec.config.store(store))
+            return await engine.store.read_flows(agent)
+
+        return {flow.name: (flow, owner) for flow, owner in runtime.call(read)}
+
+    def store_call(self, fn: Callable[[Any], Any], store: str = "default") -> Any:
+        """Run ``fn(flow_store)`` (a coroutine function) on the operator's loop."""
+
+        async def run(rec: Any) -> Any:
+            engine = await rec.engine(rec.config.store(store))
+            return await fn(engine.store)
+
+        return runtime.call(run)
+
+    def stats(self, store: str = "default") -> tuple[int, int]:
+        """(Qdrant write calls, embedded texts) made by the operator so far."""
+
+        async def read(rec: Any) -> tuple[int, int]:
+            engine = await rec.engine(rec.config.store(store))
+            return engine.store.stats.writes, engine.embedder.texts
+
+        return runtime.call(read)
+
+
+class OperatorProcess:
+    """``flowreg run`` as a child process, killable for real."""
+
+    def __init__(self, kubeconfig: Path, config_path: Path, namespace: str, log: Path) -> None:
+        self.args = [sys.executable, "-m", "flowreg.cli.main", "run", "--config",
+                     str(config_path), "--namespace", namespace, "--liveness", "",
+                     "--metrics-port", "0", "--log-format", "text"]
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+                    "FLOWREG_DRIFT_CHECK_SECONDS": DRIFT_SECONDS}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def get_registry(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name)
+
+
+def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond  # type: ignore[no-any-return]
+    return None
+
+
+def wait_for(api: client.ApiClient, namespace: str, name: str,
+             predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
+             what: str = "condition") -> dict[str, Any]:
+    """Poll the FlowRegistry until ``predicate(obj)`` holds; return the object."""
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = get_registry(api, namespace, name)
+        if predicate(obj):
+            return obj
+        time.sleep(0.2)
+    raise TimeoutError(f"{namespace}/{name}: {what} not reached in {timeout}s; "
+                       f"status: {obj.get('status')}")
+
+
+def ready_at_generation(obj: dict[str, Any], reason: str = "Synced") -> bool:
+    cond = condition(obj, "Ready")
+    return bool(cond and cond.get("reason") == reason
+                and (obj.get("status") or {}).get("observedGeneration")
+                == obj["metadata"]["generation"]
+                and cond.get("observedGeneration") == obj["metadata"]["generation"])
+
+
+def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    items = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}").items
+    return sorted(items, key=lambda e: (e.last_timestamp or e.event_time or 0, e.metadata.name))

@@ -1,0 +1,59 @@
+"""No orphaned etcd or kube-apiserver: a control plane stops with the process that started it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.kube.controlplane import testbin_dir
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from tests.kube.controlplane import ControlPlane
+plane = ControlPlane(Path(sys.argv[1])).start()
+print(json.dumps(plane.pids()), flush=True)
+try:
+    time.sleep(600)
+finally:
+    plane.stop()
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_children_die_with_the_starter(control_plane, sig):
+    starter = subprocess.Popen([sys.executable, "-c", SCRIPT, str(testbin_dir())], cwd=REPO,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        pids = json.loads(starter.stdout.readline())
+        assert set(pids) == {"etcd", "kube-apiserver"}
+        assert all(alive(pid) for pid in pids.values())
+        starter.send_signal(sig)
+        starter.wait(30)
+        deadline = time.monotonic() + 20
+        while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in pids.values()), pids
+    finally:
+        if starter.poll() is None:
+            starter.kill()

@@ -1,0 +1,382 @@
+"""The FlowRegistry operator end to end: real kube-apiserver + etcd, real qdrant-client.
+
+One operator runs in-process for the module (watching ``flowreg-e2e-*`` namespaces); each test
+gets its own namespace and agent id. The crash test runs ``flowreg run`` as a child process and
+SIGKILLs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from qdrant_client import models
+
+from flowreg.schema import GROUP, PLURAL, VERSION
+from flowreg.store import FlowStore
+from tests.conftest import EXAMPLE, make_flows
+from tests.e2e.operator_harness import (
+    InProcessOperator,
+    OperatorProcess,
+    condition,
+    events_for,
+    get_registry,
+    ready_at_generation,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.e2e
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def crd_installed(kube_api, apply_manifest):
+    apply_manifest(Path(__file__).resolve().parents[2] / "crds" / "flowregistry.yaml")
+
+
+@pytest.fixture(scope="module")
+def operator(crd_installed, kubeconfig_path, tmp_path_factory):
+    work = tmp_path_factory.mktemp("operator")
+    config = write_config(work / "config.yaml")
+    text = yaml.safe_load(config.read_text())
+    text["stores"]["disk"] = {"location": str(work / "disk-store")}
+    config.write_text(yaml.safe_dump(text))
+    with InProcessOperator(kubeconfig_path, config, "flowreg-e2e-*") as op:
+        op.work = work
+        yield op
+
+
+@pytest.fixture
+def namespace(kube_api):
+    name = f"flowreg-e2e-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def agent() -> str:
+    return f"agent_{uuid.uuid4().hex[:8]}"
+
+
+def registry(namespace: str, name: str, agent: str, flows: list[dict[str, Any]],
+             **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowRegistry",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"agentId": agent, **spec, "flows": flows}}
+
+
+def kubectl(kubectl_path, kubeconfig_path, *args: str, stdin: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(kubectl_path), "--kubeconfig", str(kubeconfig_path), *args],
+                            input=stdin, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+@pytest.fixture
+def kctl(kubectl_path, kubeconfig_path):
+    def run(*args: str, stdin: str | None = None, check: bool = True):
+        return kubectl(kubectl_path, kubeconfig_path, *args, stdin=stdin, check=check)
+    return run
+
+
+def create(kube_api, obj: dict[str, Any]) -> dict[str, Any]:
+    return client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, obj["metadata"]["namespace"], PLURAL, obj)
+
+
+def patch_spec(kube_api, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": spec})
+
+
+def wait_ready(kube_api, namespace: str, name: str, reason: str = "Synced",
+               timeout: float = 60) -> dict[str, Any]:
+    return wait_for(kube_api, namespace, name, lambda o: ready_at_generation(o, reason),
+                    timeout, what=f"Ready reason={reason}")
+
+
+def example(namespace: str, agent: str) -> dict[str, Any]:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["metadata"]["namespace"] = namespace
+    doc["spec"]["agentId"] = agent
+    doc["spec"]["interval"] = "1s"
+    return doc
+
+
+def test_kubectl_apply_then_wait_ready_and_qdrant_holds_exactly_the_flows(
+        operator, kube_api, kctl, namespace, agent):
+    doc = example(namespace, agent)
+    started = time.monotonic()
+    kctl("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    kctl("wait", "--for=condition=Ready", f"flowregistry/{doc['metadata']['name']}",
+         "-n", namespace, "--timeout=60s")
+    TIMINGS["apply->Ready, 6 flows"] = time.monotonic() - started
+    held = operator.flows(agent)
+    declared = {f["name"]: f for f in doc["spec"]["flows"]}
+    assert set(held) == set(declared)
+    for name, (flow, owner) in held.items():
+        assert flow.checksum == declared[name]["checksum"]
+        assert owner == f"{namespace}/finance-bot"
+    obj = get_registry(kube_api, namespace, "finance-bot")
+    assert obj["status"]["lastSync"]["created"] == 6
+    assert obj["status"]["flowCount"] == 6
+    assert "Reconciling" not in {c["type"] for c in obj["status"]["conditions"]}
+    listed = kctl("get", "flowregistries", "-n", namespace).stdout
+    assert "finance_bot_v1" not in listed and agent in listed and "True" in listed
+    synced = [e for e in events_for(kube_api, namespace, "finance-bot") if e.reason == "Synced"]
+    assert synced and "6 change(s)" in synced[0].message
+
+
+def test_changing_one_flow_updates_exactly_one_and_embeds_one(
+        operator, kube_api, kctl, namespace, agent):
+    doc = example(namespace, agent)
+    kctl("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    wait_ready(kube_api, namespace, "finance-bot")
+    writes0, texts0 = operator.stats()
+    changed = copy.deepcopy(doc)
+    changed["spec"]["flows"][1]["examples"].append("Wire 20 dollars to Bob")
+    changed["spec"]["flows"][1].pop("checksum")
+    kctl("apply", "-f", "-", stdin=yaml.safe_dump(changed))
+    obj = wait_for(kube_api, namespace, "finance-bot",
+                   lambda o: o["metadata"]["generation"] == 2 and ready_at_generation(o))
+    assert obj["status"]["lastSync"]["updated"] == 1
+    assert obj["status"]["lastSync"]["names"]["updated"] == ["process_payment"]
+    assert obj["status"]["lastSync"]["embeddedTexts"] == 1
+    writes1, texts1 = operator.stats()
+    assert (writes1 - writes0, texts1 - texts0) == (1, 1)
+
+
+def test_unchanged_registry_resyncs_with_zero_writes_and_no_status_churn(
+        operator, kube_api, namespace, agent):
+    create(kube_api, registry(namespace, "quiet", agent, make_flows(20), interval="1s"))
+    obj = wait_ready(kube_api, namespace, "quiet")
+    writes0, texts0 = operator.stats()
+    version = obj["metadata"]["resourceVersion"]
+    time.sleep(5)  # five drift-check ticks, each due (interval 1s)
+    assert operator.stats() == (writes0, texts0)
+    assert get_registry(kube_api, namespace, "quiet")["metadata"]["resourceVersion"] == version
+
+
+def test_removed_flow_is_deleted_unless_prune_is_off(operator, kube_api, namespace, agent):
+    create(kube_api, registry(namespace, "pruned", agent, make_flows(4)))
+    wait_ready(kube_api, namespace, "pruned")
+    patch_spec(kube_api, namespace, "pruned", {"flows": make_flows(3)})
+    obj = wait_for(kube_api, namespace, "pruned",
+                   lambda o: o["metadata"]["generation"] == 2 and ready_at_generation(o))
+    assert obj["status"]["lastSync"]["names"]["deleted"] == ["flow_00003"]
+    assert set(operator.flows(agent)) == {f"flow_{i:05d}" for i in range(3)}
+
+    patch_spec(kube_api, namespace, "pruned", {"prune": False, "flows": make_flows(2)})
+    obj = wait_for(kube_api, namespace, "pruned",
+                   lambda o: o["metadata"]["generation"] == 3 and ready_at_generation(o))
+    assert "kept" in condition(obj, "Ready")["message"]
+    assert set(operator.flows(agent)) == {f"flow_{i:05d}" for i in range(3)}
+
+
+def test_out_of_band_changes_in_qdrant_are_repaired(operator, kube_api, namespace, agent):
+    create(kube_api, registry(namespace, "drift", agent, make_flows(5), interval="1s"))
+    wait_ready(kube_api, namespace, "drift")
+    from flowreg.flow import point_id
+
+    async def tamper(store: FlowStore) -> None:
+        await store.client.delete(store.collection, models.PointIdsList(
+            points=[point_id(agent, "flow_00001")]))
+        await store.client.set_payload(store.collection, {"description": "tampered"},
+                                       points=[point_id(agent, "flow_00002")])
+
+    operator.store_call(tamper)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        held = operator.flows(agent)
+        if "flow_00001" in held and held["flow_00002"][0].description != "tampered":
+            break
+        time.sleep(0.3)
+    held = operator.flows(agent)
+    assert set(held) == {f"flow_{i:05d}" for i in range(5)}
+    assert held["flow_00002"][0].description == "Handle request kind 2"
+    reasons = [e.reason for e in events_for(kube_api, namespace, "drift")]
+    assert "DriftRepaired" in reasons
+
+
+@pytest.mark.parametrize(("policy", "left"), [("Delete", 0), ("Orphan", 3)])
+def test_deletion_policy(operator, kube_api, namespace, agent, policy, left):
+    create(kube_api, registry(namespace, "gone", agent, make_flows(3), deletionPolicy=policy))
+    wait_ready(kube_api, namespace, "gone")
+    assert len(operator.flows(agent)) == 3
+    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "gone")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            get_registry(kube_api, namespace, "gone")
+        except client.ApiException as exc:
+            assert exc.status == 404
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the FlowRegistry was not finalized")
+    assert len(operator.flows(agent)) == left
+
+
+def test_two_registries_for_one_agent_conflict_and_nothing_is_lost(
+        operator, kube_api, namespace, agent):
+    create(kube_api, registry(namespace, "first", agent, make_flows(3)))
+    wait_ready(kube_api, namespace, "first")
+    before = operator.flows(agent)
+    second = make_flows(4, salt="v2")
+    create(kube_api, registry(namespace, "second", agent, second))
+    obj = wait_ready(kube_api, namespace, "second", reason="Conflict")
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False" and f"owned by {namespace}/first" in ready["message"]
+    assert obj["status"]["conflicts"][0]["owner"] == f"{namespace}/first"
+    after = operator.flows(agent)
+    for name in before:
+        assert after[name] == before[name]
+    assert after["flow_00003"][1] == f"{namespace}/second"
+    assert "Conflict" in [e.reason for e in events_for(kube_api, namespace, "second")]
+
+
+def test_apiserver_rejects_duplicate_names_and_schema_violations(kctl, crd_installed,
+                                                                  namespace, agent):
+    flows = make_flows(2)
+    flows[1]["name"] = flows[0]["name"]
+    result = kctl("apply", "-f", "-", check=False,
+                  stdin=yaml.safe_dump(registry(namespace, "dup", agent, flows)))
+    assert result.returncode != 0 and "Duplicate value" in result.stderr
+    flows = make_flows(1)
+    flows[0]["checksum"] = "sha256:abc"
+    result = kctl("apply", "-f", "-", check=False,
+                  stdin=yaml.safe_dump(registry(namespace, "bad", agent, flows)))
+    assert result.returncode != 0 and "spec.flows[0].checksum" in result.stderr
+
+
+def test_agent_id_is_immutable(operator, kube_api, namespace, agent):
+    create(kube_api, registry(namespace, "fixed", agent, make_flows(1)))
+    with pytest.raises(client.ApiException) as err:
+        patch_spec(kube_api, namespace, "fixed", {"agentId": "someone_else"})
+    assert err.value.status == 422 and "agentId is immutable" in err.value.body
+
+
+def test_checksum_mismatch_is_invalid_spec_and_writes_nothing(operator, kube_api,
+                                                              namespace, agent):
+    flows = make_flows(3)
+    flows[1]["checksum"] = "sha256:" + "b" * 64
+    create(kube_api, registry(namespace, "wrong", agent, flows))
+    obj = wait_ready(kube_api, namespace, "wrong", reason="InvalidSpec")
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert 'flow "flow_00001"' in condition(obj, "Ready")["message"]
+    assert operator.flows(agent) == {}
+    assert "InvalidSpec" in [e.reason for e in events_for(kube_api, namespace, "wrong")]
+
+
+def test_store_down_then_up_recovers_by_itself(operator, kube_api, namespace, agent):
+    holder = FlowStore.open(str(operator.work / "disk-store"))  # holds the embedded store
+    try:
+        create(kube_api, registry(namespace, "patient", agent, make_flows(3), store="disk"))
+        obj = wait_ready(kube_api, namespace, "patient", reason="StoreUnavailable")
+        assert condition(obj, "Reconciling")["status"] == "True"
+        assert "in use by another process" in obj["status"]["lastError"]
+    finally:
+        import asyncio
+
+        asyncio.run(holder.close())
+    obj = wait_ready(kube_api, namespace, "patient", timeout=60)
+    assert obj["status"]["lastSync"]["created"] == 3 and "lastError" not in obj["status"]
+    assert {"Reconciling", "Stalled"}.isdisjoint(c["type"] for c in obj["status"]["conditions"])
+
+
+def test_suspend_is_honoured(operator, kube_api, namespace, agent):
+    create(kube_api, registry(namespace, "paused", agent, make_flows(2), suspend=True))
+    wait_ready(kube_api, namespace, "paused", reason="Suspended")
+    time.sleep(2)
+    assert operator.flows(agent) == {}
+    patch_spec(kube_api, namespace, "paused", {"suspend": False})
+    wait_ready(kube_api, namespace, "paused")
+    assert len(operator.flows(agent)) == 2
+
+
+def big_flows(n: int) -> list[dict[str, Any]]:
+    flows = make_flows(n)
+    for i, flow in enumerate(flows):
+        flow["description"] = (f"Flow number {i}: " + "handle the customer's request carefully, "
+                               "check every precondition, and answer politely. " * 4)[:400]
+    return flows
+
+
+def test_a_two_thousand_flow_registry_reconciles(operator, kube_api, namespace, agent):
+    obj = registry(namespace, "huge", agent, big_flows(2000))
+    size = len(yaml.safe_dump(obj))
+    assert size > 900_000
+    started = time.monotonic()
+    create(kube_api, obj)
+    obj = wait_ready(kube_api, namespace, "huge", timeout=180)
+    TIMINGS["apply->Ready, 2000 flows"] = time.monotonic() - started
+    assert obj["status"]["lastSync"]["created"] == 2000
+    assert len(operator.flows(agent)) == 2000
+    annotations = obj["metadata"].get("annotations") or {}
+    assert sum(len(v) for v in annotations.values()) < 10_000
+    assert len(yaml.safe_dump(obj["status"])) < 4096
+
+
+@pytest.mark.slow
+def test_operator_killed_mid_sync_converges_without_duplicates(
+        crd_installed, kube_api, kubeconfig_path, tmp_path, agent):
+    namespace = f"flowreg-kill-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    store_dir = tmp_path / "store"
+    config = write_config(tmp_path / "config.yaml", location=str(store_dir))
+    proc = OperatorProcess(kubeconfig_path, config, namespace, tmp_path / "operator.log")
+    try:
+        proc.start()
+        create(kube_api, registry(namespace, "big", agent, big_flows(2000)))
+        wait_for(kube_api, namespace, "big",
+                 lambda o: ((o.get("status") or {}).get("progress") or {}).get("done", 0) > 0,
+                 timeout=120, what="sync under way")
+        proc.kill()
+        assert "lastSync" not in (get_registry(kube_api, namespace, "big").get("status") or {})
+
+        import asyncio
+
+        async def count() -> tuple[int, int]:
+            store = FlowStore.open(str(store_dir))
+            try:
+                points = await store.snapshot(agent)
+                return len(points), len({p.name for p in points})
+            finally:
+                await store.close()
+
+        written, _ = asyncio.run(count())
+        assert 0 < written < 2000
+        proc.start()
+        obj = wait_ready(kube_api, namespace, "big", timeout=180)
+        proc.stop()
+        assert obj["status"]["lastSync"]["created"] == 2000 - written
+        assert obj["status"]["lastSync"]["embeddedTexts"] == 2000 - written
+        total, names = asyncio.run(count())
+        assert (total, names) == (2000, 2000)
+    finally:
+        proc.stop()
+        with contextlib.suppress(client.ApiException):
+            client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "big", {"metadata": {"finalizers": None}})
+        core.delete_namespace(namespace)
+
+
+def test_report_timings():
+    """Print the timings measured above (for the closing notes)."""
+    for what, seconds in TIMINGS.items():
+        print(f"e2e timing: {what}: {seconds:.2f} s")

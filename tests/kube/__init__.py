@@ -1,0 +1,1 @@
+"""A real Kubernetes control plane (kube-apiserver + etcd) for the test suite."""
