@@ -1,0 +1,1 @@
+"""Real servers and helpers the tests and benchmarks start."""
