@@ -11,14 +11,17 @@ PREFIX = "sha256:"
 CHECKSUM_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            allow_nan=False)
+
+
 def canonical_json(value: Any) -> str:
     """Encode ``value`` so that equal data always gives equal text.
 
     Keys are sorted, no insignificant white space, non-ASCII kept as UTF-8, floats in Python's
     shortest round-trip form. Raises ``TypeError`` for values JSON cannot hold.
     """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def sha256_of(value: Any) -> str:

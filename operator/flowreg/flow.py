@@ -7,10 +7,12 @@ embedder sees; a change that leaves the text alone (a blueprint, a condition) ne
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 from flowreg.checksum import sha256_of, sha256_text
 
@@ -20,9 +22,20 @@ CHECKSUM_FORMAT = 1
 POINT_NAMESPACE = uuid.UUID("6f1e3c2a-5d4b-4f0e-9a7c-2b8d1e0f4a93")
 
 
+_NAMESPACE_BYTES = POINT_NAMESPACE.bytes
+
+
 def point_id(agent_id: str, name: str) -> str:
-    """The Qdrant point id of a flow: uuid5 of agent and name, stable across runs and hosts."""
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{agent_id}\x00{name}"))
+    """The Qdrant point id of a flow: uuid5 of agent and name, stable across runs and hosts.
+
+    Equal to ``str(uuid.uuid5(POINT_NAMESPACE, f"{agent_id}\\x00{name}"))``, computed without
+    building UUID objects (it runs once per declared flow on every sync).
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{agent_id}\x00{name}".encode()).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True)
@@ -50,17 +63,17 @@ class Flow:
             "blueprint": self.blueprint,
         }
 
-    @property
+    @cached_property
     def content_checksum(self) -> str:
         """``sha256:<64 hex>`` over the canonical JSON of ``content()``."""
         return sha256_of(self.content())
 
-    @property
+    @cached_property
     def embedding_text(self) -> str:
         """The text the embedder sees: the description, then one example a line."""
         return "\n".join([self.description, *self.examples])
 
-    @property
+    @cached_property
     def text_checksum(self) -> str:
         """Checksum of ``embedding_text``; a flow is re-embedded only when this changes."""
         return sha256_text(self.embedding_text)
@@ -109,8 +122,7 @@ class Registry:
         return {f.name: f for f in self.flows}
 
 
-@dataclass(frozen=True)
-class StoredPoint:
+class StoredPoint(NamedTuple):
     """What the plan needs to know of a point in the store (no vector, no full payload)."""
 
     id: str

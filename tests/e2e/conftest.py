@@ -18,9 +18,9 @@ from kubernetes import client, config
 from tests.kube.controlplane import (
     ControlPlane,
     apply_file,
+    find_testbin,
     missing_binaries,
     service_account_token,
-    testbin_dir,
 )
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -37,12 +37,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def control_plane() -> Iterator[ControlPlane]:
     if os.environ.get("FLOWREG_SKIP_E2E") == "1" and not IN_CI:
         pytest.skip("FLOWREG_SKIP_E2E=1: end-to-end tests skipped on request")
-    bin_dir = testbin_dir()
+    bin_dir = find_testbin()
     if missing_binaries(bin_dir):
         if IN_CI:
             pytest.fail(f"control-plane binaries missing in {bin_dir} "
                         f"({', '.join(missing_binaries(bin_dir))}); .ci/run must build them")
-        bin_dir = testbin_dir(build=True)
+        bin_dir = find_testbin(build=True)
     plane = ControlPlane(bin_dir).start()
     print(f"\ncontrol plane ready in {plane.startup_seconds:.2f} s at {plane.server}")
     try:

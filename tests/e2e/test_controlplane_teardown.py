@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.controlplane import testbin_dir
+from tests.kube.controlplane import find_testbin
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
@@ -42,7 +42,7 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_children_die_with_the_starter(control_plane, sig):
-    starter = subprocess.Popen([sys.executable, "-c", SCRIPT, str(testbin_dir())], cwd=REPO,
+    starter = subprocess.Popen([sys.executable, "-c", SCRIPT, str(find_testbin())], cwd=REPO,
                                stdout=subprocess.PIPE, text=True)
     try:
         pids = json.loads(starter.stdout.readline())

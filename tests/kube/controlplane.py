@@ -3,7 +3,7 @@
 ``ControlPlane.start()`` generates a CA, a serving certificate, an admin client certificate
 (``system:masters``) and service-account signing keys; starts etcd and kube-apiserver on free
 loopback ports with RBAC authorization; waits for ``/readyz``; and writes an admin kubeconfig.
-``stop()`` ends both processes (their whole process groups). Children also get SIGTERM if the
+``stop()`` ends both processes (their whole process groups). Children are killed (SIGKILL) if the
 process that started them dies, so no etcd or apiserver outlives a killed test run.
 
 Binaries come from ``$FLOWREG_TESTBIN_DIR`` (built by ``hack/testbin.sh``).
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 BINARIES = ("etcd", "kube-apiserver", "kubectl", "helm")
 
 
-def testbin_dir(build: bool = False) -> Path:
+def find_testbin(build: bool = False) -> Path:
     """Where the binaries are; with ``build``, run hack/testbin.sh first (it skips what exists)."""
     if build:
         out = subprocess.run(["bash", str(REPO / "hack" / "testbin.sh")], check=True,
@@ -69,7 +69,7 @@ def free_port() -> int:
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     os.setsid()
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -213,6 +213,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={certs.sa_private}",
                 "--disable-admission-plugins=ServiceAccount",
                 "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
                 f"--cert-dir={self.work_dir / 'cert-dir'}",
                 "--v=0"])
             self._write_kubeconfig()

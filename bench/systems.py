@@ -1,0 +1,254 @@
+"""The systems the benchmark compares, each measured phase by phase in its own process.
+
+* ``flowreg``: the sync engine (first apply, no-op re-apply, 1%-changed re-apply), plus the
+  floors measured on the same data: a bare full scroll (same payload subset, no vectors) and a
+  bare batched upsert of precomputed vectors.
+* ``naive``: what a naive flow-sync utility does: scroll a snapshot, then one embedding call and
+  one upsert per created or changed flow, one delete per removed flow, sequentially.
+* ``langchain``: LangChain's ``index()`` with ``cleanup="incremental"`` on the same kind of store
+  and the same embedder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
+
+from bench.flows import change_one_percent, make_registry
+from flowreg.embed import HashingEmbedder
+from flowreg.embed.base import CountingEmbedder
+from flowreg.embed.openai import OpenAIEmbedder
+from flowreg.flow import Registry, point_id
+from flowreg.store import SNAPSHOT_FIELDS, FlowStore, payload_of
+from flowreg.sync import SyncEngine
+
+COUNTED = ("scroll", "upsert", "delete", "retrieve", "batch_update_points", "overwrite_payload",
+           "set_payload", "create_collection", "collection_exists", "get_collection", "count",
+           "query_points", "search")
+WRITES = ("upsert", "delete", "batch_update_points", "overwrite_payload", "set_payload")
+
+
+def count_calls(client: Any) -> Counter[str]:
+    """Count calls of the client's Qdrant methods (sync or async) on this instance."""
+    counts: Counter[str] = Counter()
+    for name in COUNTED:
+        method = getattr(client, name, None)
+        if method is None:
+            continue
+        if asyncio.iscoroutinefunction(method):
+            async def wrapped_async(*a: Any, _m: Any = method, _n: str = name,
+                                    **k: Any) -> Any:
+                counts[_n] += 1
+                return await _m(*a, **k)
+            setattr(client, name, wrapped_async)
+        else:
+            def wrapped(*a: Any, _m: Any = method, _n: str = name, **k: Any) -> Any:
+                counts[_n] += 1
+                return _m(*a, **k)
+            setattr(client, name, wrapped)
+    return counts
+
+
+def make_embedder(kind: str, url: str | None) -> Any:
+    if kind == "hashing":
+        return HashingEmbedder(384)
+    assert url, "the latency embedder needs the server URL"
+    return OpenAIEmbedder(url, "bench-model", dimension=384, api_key_env=None,
+                          batch_size=64, concurrency=4)
+
+
+class Phase:
+    """Measures one phase: wall time, embedding calls/texts, Qdrant calls/writes."""
+
+    def __init__(self, name: str, counts: Counter[str], emb: CountingEmbedder) -> None:
+        self.name, self.counts, self.emb = name, counts, emb
+
+    def __enter__(self) -> Phase:
+        self.c0, self.e0 = self.counts.copy(), (self.emb.calls, self.emb.texts)
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+
+    def result(self) -> dict[str, Any]:
+        calls = self.counts - self.c0
+        return {"phase": self.name, "wall": self.wall,
+                "emb_calls": self.emb.calls - self.e0[0],
+                "emb_texts": self.emb.texts - self.e0[1],
+                "q_calls": sum(calls.values()),
+                "q_writes": sum(calls[w] for w in WRITES)}
+
+
+def open_async(location: str) -> AsyncQdrantClient:
+    return AsyncQdrantClient(location=":memory:") if location == ":memory:" \
+        else AsyncQdrantClient(path=location)
+
+
+async def run_flowreg(n: int, embedder_kind: str, url: str | None, location: str,
+                      page_sizes: Sequence[int] = ()) -> list[dict[str, Any]]:
+    client = open_async(location)
+    counts = count_calls(client)
+    store = FlowStore(client, "flows", local=True)
+    emb = CountingEmbedder(make_embedder(embedder_kind, url))
+    engine = SyncEngine(store, emb)
+    results = []
+    # Each phase gets freshly built flows, as a new process would: no checksum is cached.
+    for name, reg in (("first apply", make_registry(n)), ("no-op re-apply", make_registry(n)),
+                      ("1% changed", change_one_percent(make_registry(n)))):
+        with Phase(name, counts, emb) as phase:
+            await engine.apply(reg)
+        results.append(phase.result())
+    with Phase("floor: bare scroll", counts, emb) as phase:
+        offset: Any = None
+        seen = 0
+        while True:
+            records, offset = await client.scroll("flows", limit=10_000, offset=offset,
+                                                  with_payload=SNAPSHOT_FIELDS,
+                                                  with_vectors=False)
+            seen += len(records)
+            if offset is None:
+                break
+    assert seen == n
+    results.append(phase.result())
+    for size in page_sizes:
+        with Phase(f"scroll, pages of {size}", counts, emb) as phase:
+            offset = None
+            while True:
+                _, offset = await client.scroll("flows", limit=size, offset=offset,
+                                                with_payload=SNAPSHOT_FIELDS,
+                                                with_vectors=False)
+                if offset is None:
+                    break
+        results.append(phase.result())
+    # Floor for a first apply: upsert precomputed vectors in batches of 100, nothing else.
+    registry = make_registry(n)
+    vectors = await emb.inner.embed([f.embedding_text for f in registry.flows])
+    points = [models.PointStruct(id=point_id(registry.agent_id, f.name), vector=v,
+                                 payload=payload_of(f, registry.agent_id, registry.owner,
+                                                    emb.identity))
+              for f, v in zip(registry.flows, vectors, strict=True)]
+    await client.create_collection("floor", vectors_config=models.VectorParams(
+        size=384, distance=models.Distance.COSINE))
+    with Phase("floor: bare batched upsert", counts, emb) as phase:
+        for i in range(0, len(points), 100):
+            await client.upsert("floor", points[i:i + 100])
+    results.append(phase.result())
+    await emb.aclose()
+    await client.close()
+    return results
+
+
+async def run_naive(n: int, embedder_kind: str, url: str | None,
+                    location: str) -> list[dict[str, Any]]:
+    """The seed's algorithm: snapshot, then sequential per-flow calls."""
+    client = open_async(location)
+    counts = count_calls(client)
+    emb = CountingEmbedder(make_embedder(embedder_kind, url))
+    await client.create_collection("flows", vectors_config=models.VectorParams(
+        size=384, distance=models.Distance.COSINE))
+    results = []
+    for name, reg in (("first apply", make_registry(n)), ("no-op re-apply", make_registry(n)),
+                      ("1% changed", change_one_percent(make_registry(n)))):
+        with Phase(name, counts, emb) as phase:
+            await naive_sync(client, emb, reg)
+        results.append(phase.result())
+    await emb.aclose()
+    await client.close()
+    return results
+
+
+async def naive_sync(client: AsyncQdrantClient, emb: CountingEmbedder, reg: Registry) -> None:
+    remote: dict[str, tuple[str, str]] = {}
+    offset: Any = None
+    while True:
+        records, offset = await client.scroll("flows", limit=10_000, offset=offset,
+                                              with_payload=["name", "checksum"])
+        for r in records:
+            remote[r.payload["name"]] = (str(r.id), r.payload["checksum"])
+        if offset is None:
+            break
+    for flow in reg.flows:
+        held = remote.get(flow.name)
+        if held is not None and held[1] == flow.content_checksum:
+            continue
+        [vector] = await emb.embed([flow.embedding_text])
+        await client.upsert("flows", [models.PointStruct(
+            id=point_id(reg.agent_id, flow.name), vector=vector,
+            payload=payload_of(flow, reg.agent_id, reg.owner, emb.identity))])
+    declared = reg.by_name()
+    for name, (pid, _) in remote.items():
+        if name not in declared:
+            await client.delete("flows", models.PointIdsList(points=[pid]))
+
+
+class _LangChainEmbeddings:
+    """LangChain ``Embeddings`` over the same embedder (synchronous, as LangChain calls it)."""
+
+    def __init__(self, kind: str, url: str | None, emb: CountingEmbedder) -> None:
+        self.kind, self.url, self.emb = kind, url, emb
+        self.http = httpx.Client(timeout=30) if kind != "hashing" else None
+        self.hashing = HashingEmbedder(384)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.emb.calls += 1
+        self.emb.texts += len(texts)
+        if self.http is None:
+            return [self.hashing.embed_one(t) for t in texts]
+        out: list[list[float]] = []
+        for i in range(0, len(texts), 64):
+            response = self.http.post(f"{self.url}/embeddings",
+                                      json={"model": "bench-model", "input": texts[i:i + 64]})
+            data = sorted(response.json()["data"], key=lambda d: d["index"])
+            out.extend(d["embedding"] for d in data)
+        return out
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def run_langchain(n: int, embedder_kind: str, url: str | None,
+                  location: str) -> list[dict[str, Any]]:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.indexing import InMemoryRecordManager, index
+    from langchain_qdrant import QdrantVectorStore
+
+    client = QdrantClient(location=":memory:") if location == ":memory:" \
+        else QdrantClient(path=location)
+    client.create_collection("flows", vectors_config=models.VectorParams(
+        size=384, distance=models.Distance.COSINE))
+    counts = count_calls(client)
+    emb = CountingEmbedder(HashingEmbedder(384))
+    adapter = _LangChainEmbeddings(embedder_kind, url, emb)
+    Embeddings.register(type(adapter))
+    store = QdrantVectorStore(client=client, collection_name="flows",
+                              embedding=adapter)  # type: ignore[arg-type]
+    manager = InMemoryRecordManager(namespace="qdrant/flows")
+    manager.create_schema()
+
+    def docs(reg: Registry) -> list[Any]:
+        return [Document(page_content=f.embedding_text,
+                         metadata={"name": f.name, "agent_id": reg.agent_id,
+                                   "checksum": f.content_checksum}) for f in reg.flows]
+
+    results = []
+    for name, reg in (("first apply", make_registry(n)), ("no-op re-apply", make_registry(n)),
+                      ("1% changed", change_one_percent(make_registry(n)))):
+        documents = docs(reg)
+        with Phase(name, counts, emb) as phase:
+            index(documents, manager, store, cleanup="incremental", source_id_key="name",
+                  key_encoder="sha1")
+        results.append(phase.result())
+    client.close()
+    return results
+
+
+RUNNERS: dict[str, Callable[..., Any]] = {
+    "flowreg": run_flowreg, "naive": run_naive, "langchain": run_langchain}
