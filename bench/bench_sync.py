@@ -153,8 +153,10 @@ def main() -> None:
         if not fr:
             continue
         ph = {p["phase"]: p["wall"] for p in fr["phases"]}
-        line = f"N={n}: no-op / bare scroll = {ph['no-op re-apply'] / ph['floor: bare scroll']:.2f}x"
-        line += f"; first apply / bare upsert = {ph['first apply'] / ph['floor: bare batched upsert']:.2f}x"
+        noop, scroll = ph["no-op re-apply"], ph["floor: bare scroll"]
+        first, upsert = ph["first apply"], ph["floor: bare batched upsert"]
+        line = f"N={n}: no-op / bare scroll = {noop / scroll:.2f}x"
+        line += f"; first apply / bare upsert = {first / upsert:.2f}x"
         lc = results.get(("langchain", n))
         if lc:
             lph = {p["phase"]: p["wall"] for p in lc["phases"]}

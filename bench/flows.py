@@ -6,7 +6,11 @@ import random
 
 from flowreg.flow import Flow, Registry
 
-WORDS = ["account", "balance", "payment", "refund", "card", "transfer", "invoice", "budget", "savings", "loan", "rate", "currency", "dispute", "limit", "statement", "deposit", "withdraw", "freeze", "replace", "confirm", "verify", "schedule", "cancel", "report", "summary", "tax", "receipt", "merchant", "subscription", "alert", "fraud"]
+WORDS = (
+    "account balance payment refund card transfer invoice budget savings loan rate currency "
+    "dispute limit statement deposit withdraw freeze replace confirm verify schedule cancel "
+    "report summary tax receipt merchant subscription alert fraud"
+).split()
 
 
 def make_flow(i: int, rng: random.Random, salt: str = "") -> Flow:

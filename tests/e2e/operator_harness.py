@@ -52,7 +52,11 @@ class InProcessOperator:
         self.runner: KopfRunner | None = None
 
     def __enter__(self) -> InProcessOperator:
+        from kubernetes.config import kube_config
+
+        # The client library reads $KUBECONFIG when it is imported, which was earlier.
         os.environ["KUBECONFIG"] = str(self.kubeconfig)
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(self.kubeconfig)
         os.environ["FLOWREG_CONFIG"] = str(self.config_path)
         self.runner = KopfRunner(
             ["run", "--namespace", self.pattern, "--standalone", "--verbose",
