@@ -6,11 +6,10 @@ import random
 
 from flowreg.flow import Flow, Registry
 
-WORDS = (
-    "account balance payment refund card transfer invoice budget savings loan rate currency "
-    "dispute limit statement deposit withdraw freeze replace confirm verify schedule cancel "
-    "report summary tax receipt merchant subscription alert fraud"
-).split()
+_TEXT = ("account balance payment refund card transfer invoice budget savings loan rate "
+         "currency dispute limit statement deposit withdraw freeze replace confirm verify "
+         "schedule cancel report summary tax receipt merchant subscription alert fraud")
+WORDS = _TEXT.split()
 
 
 def make_flow(i: int, rng: random.Random, salt: str = "") -> Flow:
