@@ -1,0 +1,147 @@
+"""Operation counts users depend on, counted at the qdrant-client boundary and the embedder."""
+
+from __future__ import annotations
+
+import pytest
+from qdrant_client import AsyncQdrantClient
+
+from flowreg.embed import HashingEmbedder
+from flowreg.errors import DeletionGuard
+from flowreg.flow import Flow, Registry, SyncPolicy, point_id
+from flowreg.store import FlowStore
+from flowreg.sync import SyncEngine
+from tests.support.qdrant_calls import count_calls, writes
+
+
+def registry(n: int, *, salt: str = "", owner: str = "ns/reg") -> Registry:
+    return Registry("agent", owner, tuple(
+        Flow(f"flow_{i:05d}", f"do thing {i}{salt}", (f"please do {i}",), ("signed in",),
+             {"version": 1, "steps": [{"id": "a", "handler": "h.a"}]})
+        for i in range(n)))
+
+
+def replace_flow(reg: Registry, index: int, **changes) -> Registry:
+    flows = list(reg.flows)
+    f = flows[index]
+    fields = {"name": f.name, "description": f.description, "examples": f.examples,
+              "conditions": f.conditions, "blueprint": f.blueprint, **changes}
+    flows[index] = Flow(**fields)
+    return Registry(reg.agent_id, reg.owner, tuple(flows))
+
+
+class Renamed(HashingEmbedder):
+    @property
+    def identity(self) -> str:
+        return "hashing-v2/384"
+
+
+@pytest.fixture
+async def counted():
+    client = AsyncQdrantClient(location=":memory:")
+    calls = count_calls(client)
+    store = FlowStore(client, "flows", local=True)
+    yield store, calls
+    await store.close()
+
+
+async def test_first_apply_is_one_write_and_one_embedding_per_batch(counted):
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder(), batch_size=100)
+    report = await engine.apply(registry(1000))
+    assert writes(calls) == 10 and calls["batch_update_points"] == 10
+    assert engine.embedder.calls == 10 and engine.embedder.texts == 1000
+    assert report.store_writes == 10 and report.points_written == 1000
+
+
+async def test_second_apply_of_an_unchanged_registry_writes_and_embeds_nothing(counted):
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(1000))
+    before, emb = calls.copy(), (engine.embedder.calls, engine.embedder.texts)
+    report = await engine.apply(registry(1000))
+    delta = calls - before
+    assert writes(delta) == 0
+    assert delta["scroll"] == 1  # the whole snapshot in one page
+    assert (engine.embedder.calls, engine.embedder.texts) == emb
+    assert len(report.skipped) == 1000 and report.change_count == 0
+
+
+async def test_changing_one_flow_of_a_thousand_embeds_exactly_one_text(counted):
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(1000))
+    before, texts = calls.copy(), engine.embedder.texts
+    report = await engine.apply(replace_flow(registry(1000), 500, description="new words"))
+    assert engine.embedder.texts - texts == 1 and report.embedding_calls == 1
+    assert writes(calls - before) == 1 and report.updated == ["flow_00500"]
+
+
+async def test_a_blueprint_only_change_rewrites_the_payload_and_keeps_the_vector(counted):
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(10))
+    pid = point_id("agent", "flow_00003")
+    [old] = await store.client.retrieve("flows", [pid], with_vectors=True)
+    new_blueprint = {"version": 1, "steps": [{"id": "b", "handler": "h.b"}]}
+    before = calls.copy()
+    report = await engine.apply(replace_flow(registry(10), 3, blueprint=new_blueprint))
+    assert report.updated == ["flow_00003"] and report.embedded_texts == 0
+    assert writes(calls - before) == 1 and (calls - before)["retrieve"] == 0
+    [new] = await store.client.retrieve("flows", [pid], with_vectors=True, with_payload=True)
+    assert new.vector == old.vector and new.payload["blueprint"] == new_blueprint
+
+
+async def test_changing_the_embedding_model_re_embeds_everything(counted):
+    store, _ = counted
+    await SyncEngine(store, HashingEmbedder()).apply(registry(50))
+    engine = SyncEngine(store, Renamed())
+    report = await engine.apply(registry(50))
+    assert len(report.updated) == 50 and report.embedded_texts == 50
+    again = await engine.apply(registry(50))
+    assert again.embedded_texts == 0 and again.change_count == 0
+
+
+async def test_too_many_deletions_are_refused_before_any_write(counted):
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(300))
+    before = calls.copy()
+    with pytest.raises(DeletionGuard, match="refusing to delete 250 flow"):
+        await engine.apply(registry(50), SyncPolicy(max_deletions=100))
+    assert writes(calls - before) == 0
+    assert await store.count() == 300
+
+
+async def test_an_empty_registry_deletes_nothing_unless_allowed(counted):
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(5))
+    before = calls.copy()
+    with pytest.raises(DeletionGuard, match="declares no flows"):
+        await engine.apply(registry(0), SyncPolicy(max_deletions=None))
+    assert writes(calls - before) == 0
+    report = await engine.apply(registry(0), SyncPolicy(allow_empty=True))
+    assert len(report.deleted) == 5 and await store.count() == 0
+
+
+async def test_prune_off_keeps_undeclared_flows(counted):
+    store, _ = counted
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(5))
+    report = await engine.apply(registry(3), SyncPolicy(prune=False))
+    assert report.deleted == [] and report.kept == ["flow_00003", "flow_00004"]
+    assert await store.count() == 5
+
+
+async def test_deep_check_repairs_a_point_altered_behind_our_back(counted):
+    store, _ = counted
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(5))
+    pid = point_id("agent", "flow_00002")
+    await store.client.set_payload("flows", {"description": "tampered"}, points=[pid])
+    shallow = await engine.apply(registry(5))
+    assert shallow.change_count == 0  # checksums in the payload still match
+    deep = await engine.apply(registry(5), deep=True)
+    assert deep.updated == ["flow_00002"] and deep.embedded_texts == 1
+    [record] = await store.client.retrieve("flows", [pid], with_payload=True)
+    assert record.payload["description"] == "do thing 2"

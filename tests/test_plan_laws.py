@@ -1,0 +1,199 @@
+"""Laws of the plan, checked by property-based tests.
+
+Pure: for any declaration and any stored state, ``plan_sync`` never touches another owner's
+points, and simulating its changes gives a state equal to the declaration, on which planning
+again gives only skips. Real: the same laws hold when the engine applies plans to Qdrant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from qdrant_client import models
+
+from flowreg.embed import HashingEmbedder
+from flowreg.flow import Flow, Registry, StoredPoint, SyncPolicy, point_id
+from flowreg.plan import Plan, VectorSource, plan_sync
+from flowreg.store import FlowStore, payload_of
+from flowreg.sync import SyncEngine
+
+AGENT, OWNER, OTHER = "agent", "ns/mine", "ns/theirs"
+EMBEDDER = "hashing-v1/384"
+NAMES = st.sampled_from([f"f{i}" for i in range(8)])
+TEXTS = st.sampled_from(["pay a bill", "check balance", "refund", "freeze card"])
+
+
+@st.composite
+def flows(draw: st.DrawFn) -> Flow:
+    return Flow(name=draw(NAMES), description=draw(TEXTS),
+                examples=tuple(draw(st.lists(TEXTS, max_size=2))),
+                conditions=tuple(draw(st.lists(st.sampled_from(["a", "b"]), max_size=1))))
+
+
+def registries(owner: str = OWNER) -> st.SearchStrategy[Registry]:
+    return st.lists(flows(), max_size=6, unique_by=lambda f: f.name).map(
+        lambda fs: Registry(AGENT, owner, tuple(fs)))
+
+
+@st.composite
+def stored_points(draw: st.DrawFn) -> list[StoredPoint]:
+    points = []
+    for _ in range(draw(st.integers(0, 8))):
+        flow = draw(flows())
+        owner = draw(st.sampled_from([OWNER, OWNER, OTHER, None]))
+        canonical = draw(st.booleans())
+        agent = draw(st.sampled_from([AGENT, AGENT, "other-agent"]))
+        points.append(StoredPoint(
+            id=point_id(agent, flow.name) if canonical else str(uuid.uuid4()),
+            agent_id=agent,
+            name=flow.name, owner=owner, checksum=flow.content_checksum,
+            text_checksum=flow.text_checksum,
+            embedder=draw(st.sampled_from([EMBEDDER, EMBEDDER, "old-model/384"]))))
+    # One point per id, as in a real collection.
+    return list({p.id: p for p in points}.values())
+
+
+def simulate(plan: Plan, points: list[StoredPoint]) -> list[StoredPoint]:
+    """The stored points after the plan's changes."""
+    by_id = {p.id: p for p in points}
+    for removal in plan.deletes:
+        by_id.pop(removal.point_id, None)
+    for write in plan.writes:
+        by_id[write.point_id] = StoredPoint(
+            write.point_id, plan.agent_id, write.flow.name, plan.owner,
+            write.flow.content_checksum, write.flow.text_checksum, plan.embedder)
+    return list(by_id.values())
+
+
+@given(registries(), stored_points())
+def test_applying_a_plan_makes_the_store_equal_the_declaration(registry, points):
+    plan = plan_sync(registry, points, EMBEDDER)
+    after = simulate(plan, points)
+    conflicted = {c.name for c in plan.conflicts}
+    # A declared name another owner holds is a conflict: nothing of that name is touched.
+    ours = [p for p in after if p.owner == OWNER and p.agent_id == AGENT
+            and p.name not in conflicted]
+    expected = {f.name: f.content_checksum for f in registry.flows if f.name not in conflicted}
+    assert {p.name: p.checksum for p in ours} == expected
+    assert len(ours) == len(expected)
+    assert all(p.id == point_id(AGENT, p.name) for p in ours)
+    before = sorted(p for p in points if p.name in conflicted and p.agent_id == AGENT)
+    assert sorted(p for p in after if p.name in conflicted and p.agent_id == AGENT) == before
+
+
+@given(registries(), stored_points())
+def test_planning_again_after_applying_gives_only_skips(registry, points):
+    after = simulate(plan_sync(registry, points, EMBEDDER), points)
+    again = plan_sync(registry, after, EMBEDDER)
+    assert again.is_noop
+    conflicted = {c.name for c in again.conflicts}
+    assert set(again.skips) == {f.name for f in registry.flows} - conflicted
+
+
+@given(registries(), stored_points())
+def test_other_owners_and_agents_are_never_touched(registry, points):
+    plan = plan_sync(registry, points, EMBEDDER)
+    foreign = {p.id for p in points if p.owner != OWNER or p.agent_id != AGENT}
+    assert foreign.isdisjoint(r.point_id for r in plan.deletes)
+    assert foreign.isdisjoint(w.point_id for w in plan.writes)
+    held = {p.name for p in points if p.agent_id == AGENT and p.owner != OWNER}
+    assert {c.name for c in plan.conflicts} == held & {f.name for f in registry.flows}
+
+
+@given(registries(), stored_points())
+def test_only_changed_text_or_model_is_embedded(registry, points):
+    plan = plan_sync(registry, points, EMBEDDER)
+    vectors = {(p.text_checksum, p.embedder) for p in points
+               if p.owner == OWNER and p.agent_id == AGENT}
+    for write in plan.writes:
+        if write.vector is VectorSource.EMBED:
+            assert (write.flow.text_checksum, EMBEDDER) not in vectors
+
+
+@given(registries(), stored_points())
+def test_an_empty_or_unpruned_plan_never_loses_undeclared_flows(registry, points):
+    plan = plan_sync(registry, points, EMBEDDER, SyncPolicy(prune=False))
+    declared = {f.name for f in registry.flows}
+    assert all(r.name in declared for r in plan.deletes)
+
+
+def test_a_rename_moves_the_point_without_embedding():
+    flow = Flow("old_name", "pay a bill", ("pay my bill",))
+    stored = [StoredPoint(point_id(AGENT, "old_name"), AGENT, "old_name", OWNER,
+                          flow.content_checksum, flow.text_checksum, EMBEDDER)]
+    renamed = Flow("new_name", "pay a bill", ("pay my bill",))
+    plan = plan_sync(Registry(AGENT, OWNER, (renamed,)), stored, EMBEDDER)
+    assert plan.renames == (("old_name", "new_name"),)
+    [write] = plan.creates
+    assert write.vector is VectorSource.COPY and write.copy_from == stored[0].id
+    assert plan.embed_count == 0 and not plan.pruned
+
+
+# --- the same laws on real Qdrant (local mode), through the engine -----------------------
+
+
+async def _points(store: FlowStore) -> list[models.Record]:
+    records, _ = await store.client.scroll(store.collection, limit=10_000, with_payload=True,
+                                           with_vectors=True)
+    return records
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=registries(), second=registries(), theirs=registries(OTHER),
+       duplicates=st.lists(NAMES, max_size=3))
+def test_engine_converges_and_never_touches_another_registry(first, second, theirs, duplicates):
+    async def run() -> None:
+        store = FlowStore.open(":memory:")
+        engine = SyncEngine(store, HashingEmbedder(), batch_size=3)
+        other = SyncEngine(store, HashingEmbedder())
+        await other.apply(theirs)
+        foreign = {str(r.id): (r.payload, r.vector) for r in await _points(store)}
+        await engine.apply(first)
+        # Extra points for one name, as a buggy writer could leave.
+        decl = first.by_name()
+        extra = [models.PointStruct(
+            id=str(uuid.uuid4()), vector=HashingEmbedder().embed_one(decl[n].embedding_text),
+            payload=payload_of(decl[n], AGENT, OWNER, EMBEDDER))
+            for n in duplicates if n in decl]
+        if extra:
+            await store.client.upsert(store.collection, extra)
+        policy = SyncPolicy(max_deletions=None, allow_empty=True)
+        report = await engine.apply(second, policy)
+        records = await _points(store)
+        conflicted = {c["flow"] for c in report.conflicts}
+        mine = [r for r in records if r.payload["owner"] == OWNER
+                and r.payload["name"] not in conflicted]
+        expected = {f.name: f.content_checksum for f in second.flows if f.name not in conflicted}
+        assert {r.payload["name"]: r.payload["checksum"] for r in mine} == expected
+        assert len(mine) == len(expected)  # one point per name: duplicates removed
+        assert all(str(r.id) == point_id(AGENT, r.payload["name"]) for r in mine)
+        now = {str(r.id): (r.payload, r.vector) for r in records}
+        assert all(now.get(pid) == before for pid, before in foreign.items())
+        again = await engine.apply(second, policy)
+        assert again.change_count == 0 and again.store_writes == 0
+        assert again.embedded_texts == 0
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_engine_rename_reuses_the_vector():
+    async def run() -> None:
+        store = FlowStore.open(":memory:")
+        engine = SyncEngine(store, HashingEmbedder())
+        flow = Flow("old_name", "pay a bill", ("pay my bill",))
+        await engine.apply(Registry(AGENT, OWNER, (flow,)))
+        [before] = await _points(store)
+        renamed = Flow("new_name", flow.description, flow.examples)
+        report = await engine.apply(Registry(AGENT, OWNER, (renamed,)))
+        assert report.renamed == [{"from": "old_name", "to": "new_name"}]
+        assert report.embedded_texts == 0 and report.created == [] and report.deleted == []
+        [after] = await _points(store)
+        assert after.payload["name"] == "new_name" and after.vector == before.vector
+        assert str(after.id) == point_id(AGENT, "new_name")
+        await store.close()
+
+    asyncio.run(run())
