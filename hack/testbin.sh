@@ -42,7 +42,12 @@ build kubectl k8s.io/kubernetes/cmd/kubectl
 if [ ! -x "$dir/helm" ]; then
   started=$SECONDS
   echo "testbin: building helm $HELM_VERSION..." >&2
-  (cd "$dir" && GOFLAGS=-trimpath GOBIN="$dir" go install -ldflags "-s -w" \
+  # As helm's Makefile does: the default Kubernetes version is that of its client-go (v0.37).
+  helm_ldflags="-s -w"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    helm_ldflags="$helm_ldflags -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=37"
+  done
+  (cd "$dir" && GOFLAGS=-trimpath GOBIN="$dir" go install -ldflags "$helm_ldflags" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2)
   echo "testbin: built helm in $((SECONDS - started)) s" >&2
 fi

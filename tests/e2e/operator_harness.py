@@ -43,12 +43,15 @@ def write_config(path: Path, location: str = ":memory:", **extra: Any) -> Path:
 
 
 class InProcessOperator:
-    """The operator under ``KopfRunner``, watching the namespaces matching ``pattern``."""
+    """The operator under ``KopfRunner``, watching the namespaces matching ``pattern``.
 
-    def __init__(self, kubeconfig: Path, config_path: Path, pattern: str) -> None:
+    Its identity is whatever ``kubeconfig`` holds (admin, or a ServiceAccount token).
+    """
+
+    def __init__(self, kubeconfig: Path, config_path: Path, pattern: str | None) -> None:
         self.kubeconfig = kubeconfig
         self.config_path = config_path
-        self.pattern = pattern
+        self.pattern = pattern  # None: all namespaces
         self.runner: KopfRunner | None = None
 
     def __enter__(self) -> InProcessOperator:
@@ -58,9 +61,10 @@ class InProcessOperator:
         os.environ["KUBECONFIG"] = str(self.kubeconfig)
         kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(self.kubeconfig)
         os.environ["FLOWREG_CONFIG"] = str(self.config_path)
+        scope = ["--all-namespaces"] if self.pattern is None else ["--namespace", self.pattern]
         self.runner = KopfRunner(
-            ["run", "--namespace", self.pattern, "--standalone", "--verbose",
-             "-m", "flowreg.controller.handlers"], timeout=60)
+            ["run", *scope, "--standalone", "--verbose", "-m", "flowreg.controller.handlers"],
+            timeout=60)
         self.runner.__enter__()
         deadline = time.monotonic() + 30
         while True:

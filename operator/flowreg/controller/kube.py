@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,22 +18,26 @@ from flowreg.schema import GROUP, PLURAL, VERSION
 log = logging.getLogger("flowreg.controller")
 
 
-@functools.lru_cache(maxsize=1)
-def custom_objects() -> client.CustomObjectsApi:
-    """A client for custom objects, configured in-cluster or from ``$KUBECONFIG``."""
+def api_client() -> client.ApiClient:
+    """An API client with the operator's identity: in-cluster, else from ``$KUBECONFIG``."""
     try:
         config.load_incluster_config()
+        return client.ApiClient()
     except config.ConfigException:
-        config.load_kube_config()
-    return client.CustomObjectsApi()
+        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or None)
 
 
 class KubeSink:
     """Writes status through the ``/status`` subresource (merge patch) and posts Events."""
 
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self._api = api
+
     async def patch_status(self, body: Mapping[str, Any], status: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
-        api = custom_objects()
+        if self._api is None:
+            self._api = api_client()
+        api = client.CustomObjectsApi(self._api)
         call = functools.partial(
             api.patch_namespaced_custom_object_status, GROUP, VERSION, meta["namespace"],
             PLURAL, meta["name"], {"status": status})

@@ -1,0 +1,107 @@
+"""The chart's RBAC is enough and no more: the operator, running with a token of the chart's
+ServiceAccount, reconciles and finalizes a FlowRegistry; calls outside the grant are refused."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from flowreg.schema import GROUP, PLURAL, VERSION
+from tests.conftest import make_flows, registry_doc
+from tests.e2e.operator_harness import (
+    InProcessOperator,
+    get_registry,
+    ready_at_generation,
+    wait_for,
+    write_config,
+)
+from tests.kube.controlplane import apply_documents
+
+REPO = Path(__file__).resolve().parents[2]
+RELEASE_NS = "flowreg-system"
+
+
+@pytest.fixture(scope="module")
+def chart_installed(control_plane, kube_api):
+    rendered = subprocess.run(
+        [str(control_plane.helm), "template", "rel", str(REPO / "helm" / "flowreg"),
+         "-n", RELEASE_NS, "--include-crds"], capture_output=True, text=True, check=True)
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    core = client.CoreV1Api(kube_api)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=RELEASE_NS)))
+    except client.ApiException as exc:
+        assert exc.status == 409
+    wanted = {"CustomResourceDefinition", "ServiceAccount", "ClusterRole",
+              "ClusterRoleBinding", "ConfigMap"}
+    apply_documents(kube_api, [d for d in docs if d["kind"] in wanted])
+    return docs
+
+
+@pytest.fixture(scope="module")
+def sa_kubeconfig(chart_installed, control_plane, kube_api, tmp_path_factory):
+    from tests.kube.controlplane import service_account_token
+
+    token = service_account_token(kube_api, RELEASE_NS, "rel-flowreg")
+    return control_plane.kubeconfig_for_token(
+        token, tmp_path_factory.mktemp("sa") / "kubeconfig", user="rel-flowreg")
+
+
+def test_operator_with_the_charts_service_account_reconciles_and_finalizes(
+        sa_kubeconfig, kube_api, tmp_path):
+    namespace = f"chart-e2e-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    agent = f"agent_{uuid.uuid4().hex[:8]}"
+    crd = client.CustomObjectsApi(kube_api)
+    try:
+        with InProcessOperator(sa_kubeconfig, write_config(tmp_path / "c.yaml"), None) as op:
+            crd.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, registry_doc(
+                make_flows(4), name="rbac", agent=agent, namespace=namespace))
+            obj = wait_for(kube_api, namespace, "rbac", ready_at_generation, timeout=60)
+            assert obj["status"]["lastSync"]["created"] == 4
+            assert len(op.flows(agent)) == 4
+            events = core.list_namespaced_event(namespace).items
+            assert any(e.reason == "Synced" for e in events)
+            crd.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "rbac")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    get_registry(kube_api, namespace, "rbac")
+                except client.ApiException as exc:
+                    assert exc.status == 404
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail("the finalizer did not run with the chart's permissions")
+            assert op.flows(agent) == {}
+    finally:
+        core.delete_namespace(namespace)
+
+
+@pytest.mark.parametrize("call", [
+    lambda api: client.CoreV1Api(api).list_secret_for_all_namespaces(),
+    lambda api: client.CoreV1Api(api).list_namespaced_secret(RELEASE_NS),
+    lambda api: client.CoreV1Api(api).list_namespaced_config_map("default"),
+    lambda api: client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, registry_doc(make_flows(1), namespace="default")),
+    lambda api: client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "anything"),
+    lambda api: client.RbacAuthorizationV1Api(api).list_cluster_role(),
+], ids=["secrets-cluster-wide", "secrets-in-own-namespace", "configmaps", "create-registry",
+        "delete-registry", "read-rbac"])
+def test_calls_outside_the_grant_are_forbidden(sa_kubeconfig, call):
+    api = config.new_client_from_config(config_file=str(sa_kubeconfig))
+    try:
+        with pytest.raises(client.ApiException) as err:
+            call(api)
+        assert err.value.status == 403
+        assert "system:serviceaccount:flowreg-system:rel-flowreg" in err.value.body
+    finally:
+        api.close()
