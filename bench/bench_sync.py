@@ -43,7 +43,7 @@ def run_one(system: str, n: int, embedder: str, url: str | None, store: str,
         phases = asyncio.run(runner(n, embedder, url, location, page_sizes))
     else:
         phases = asyncio.run(runner(n, embedder, url, location))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = phases[0].get("rss_mib") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"system": system, "n": n, "phases": phases, "rss_mib": rss}
 
 

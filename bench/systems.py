@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -105,16 +107,21 @@ async def run_flowreg(n: int, embedder_kind: str, url: str | None, location: str
         with Phase(name, counts, emb) as phase:
             await engine.apply(reg)
         results.append(phase.result())
+    results[0]["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The floor: the same scroll (payload subset, no vectors, flowreg's page size), nothing
+    # else, with the garbage collector paused as flowreg pauses it.
+    gc.disable()
     with Phase("floor: bare scroll", counts, emb) as phase:
         offset: Any = None
         seen = 0
         while True:
-            records, offset = await client.scroll("flows", limit=10_000, offset=offset,
+            records, offset = await client.scroll("flows", limit=store.page_size, offset=offset,
                                                   with_payload=SNAPSHOT_FIELDS,
                                                   with_vectors=False)
             seen += len(records)
             if offset is None:
                 break
+    gc.enable()
     assert seen == n
     results.append(phase.result())
     for size in page_sizes:

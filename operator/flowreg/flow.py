@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from flowreg.checksum import sha256_of, sha256_text
 
+T = TypeVar("T")
+
 CHECKSUM_FORMAT = 1
 """Version of the checksummed encoding; bump it only with a migration note."""
+
+
+class _cached(Generic[T]):
+    """A cached property without ``functools.cached_property``'s lock (it runs on hot paths)."""
+
+    def __init__(self, fn: Callable[[Any], T]) -> None:
+        self.fn, self.name = fn, fn.__name__
+
+    def __get__(self, obj: Any, owner: type | None = None) -> T:
+        value = self.fn(obj)
+        obj.__dict__[self.name] = value  # the instance attribute shadows this descriptor
+        return value
+
 
 POINT_NAMESPACE = uuid.UUID("6f1e3c2a-5d4b-4f0e-9a7c-2b8d1e0f4a93")
 
@@ -63,17 +77,17 @@ class Flow:
             "blueprint": self.blueprint,
         }
 
-    @cached_property
+    @_cached
     def content_checksum(self) -> str:
         """``sha256:<64 hex>`` over the canonical JSON of ``content()``."""
         return sha256_of(self.content())
 
-    @cached_property
+    @_cached
     def embedding_text(self) -> str:
         """The text the embedder sees: the description, then one example a line."""
         return "\n".join([self.description, *self.examples])
 
-    @cached_property
+    @_cached
     def text_checksum(self) -> str:
         """Checksum of ``embedding_text``; a flow is re-embedded only when this changes."""
         return sha256_text(self.embedding_text)

@@ -159,15 +159,15 @@ def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
             renames.append((old.name, w.flow.name))
             if old.embedder == embedder and old.text_checksum == w.flow.text_checksum:
                 creates[i] = Write(w.flow, w.point_id, VectorSource.COPY, old.id)
-    if not any(w.vector is VectorSource.EMBED for w in creates):
-        donors: dict[str, StoredPoint] = {}
-    else:
+    # A vector already stored for the same text and model is copied, never re-embedded.
+    if any(w.vector is VectorSource.EMBED for w in (*creates, *updates)):
         donors = {p.text_checksum: p for ps in mine.values() for p in ps
                   if p.embedder == embedder and p.text_checksum}
-    for i, w in enumerate(creates):
-        donor = donors.get(w.flow.text_checksum) if w.vector is VectorSource.EMBED else None
-        if donor is not None:
-            creates[i] = Write(w.flow, w.point_id, VectorSource.COPY, donor.id)
+        for writes in (creates, updates):
+            for i, w in enumerate(writes):
+                donor = donors.get(w.flow.text_checksum)
+                if w.vector is VectorSource.EMBED and donor is not None:
+                    writes[i] = Write(w.flow, w.point_id, VectorSource.COPY, donor.id)
     for p in undeclared:
         if p.id in removed_as_rename:
             deletes.append(Removal(p.id, p.name, RemovalReason.RENAMED))

@@ -30,7 +30,7 @@ PAYLOAD_VERSION = 1
 INDEXED_FIELDS = ("agent_id", "owner", "name")
 SNAPSHOT_FIELDS = ["agent_id", "name", "owner", "checksum", "text_checksum", "embedder"]
 CONTENT_FIELDS = ["description", "examples", "conditions", "blueprint"]
-LOCAL_PAGE_SIZE = 10_000
+LOCAL_PAGE_SIZE = 50_000  # local mode re-sorts all ids on every page: few, large pages
 REMOTE_PAGE_SIZE = 2_000
 WRITE_CALLS = ("batch_update_points", "upsert", "delete", "overwrite_payload")
 
