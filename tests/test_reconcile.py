@@ -157,3 +157,36 @@ def test_config_rejects_inline_keys_and_unknown_settings():
                                                ("500ms", 0.5)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
+
+
+async def test_metrics_count_syncs_operations_and_texts():
+    from prometheus_client import CollectorRegistry
+
+    from flowreg.controller.metrics import Metrics
+
+    registry = CollectorRegistry()
+    rec = Reconciler(parse_config({}), RecordingSink(), Metrics(registry))
+    try:
+        await rec.reconcile(body_of(make_flows(3)), trigger="change")
+        value = registry.get_sample_value
+        assert value("flowreg_syncs_total", {"result": "Synced"}) == 1
+        assert value("flowreg_embedded_texts_total") == 3
+        assert value("flowreg_store_operations_total",
+                     {"operation": "batch_update_points"}) == 1
+        assert value("flowreg_flow_changes_total", {"action": "create"}) == 3
+        assert value("flowreg_sync_duration_seconds_count") == 1
+    finally:
+        await rec.close()
+
+
+def test_logs_never_show_api_keys(caplog, monkeypatch):
+    import logging
+
+    from flowreg.controller.run import RedactSecrets
+
+    logger = logging.getLogger("flowreg.test-redaction")
+    for handler in [caplog.handler]:
+        handler.addFilter(RedactSecrets(["sk-live-0123456789"]))
+    with caplog.at_level(logging.INFO, logger="flowreg.test-redaction"):
+        logger.info("connecting with %s", "sk-live-0123456789")
+    assert "sk-live" not in caplog.text and "[REDACTED]" in caplog.text

@@ -1,0 +1,76 @@
+"""The model: point ids, checksums, blueprints and their saved state."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from flowreg import blueprint
+from flowreg.checksum import canonical_json, sha256_of
+from flowreg.flow import POINT_NAMESPACE, Flow, point_id
+
+BLUEPRINT = {"version": 1, "steps": [
+    {"id": "ask", "handler": "dialog.ask", "next": "pay"},
+    {"id": "pay", "handler": "payments.execute",
+     "branches": [{"when": "payments.over_limit", "to": "refuse"}], "onError": "refuse"},
+    {"id": "refuse", "handler": "dialog.refuse"},
+]}
+
+
+@pytest.mark.parametrize(("agent", "name"), [("a", "b"), ("finance_bot_v1", "refund"),
+                                             ("ü-agent", "名前")])
+def test_point_id_is_uuid5_of_agent_and_name(agent, name):
+    assert point_id(agent, name) == str(uuid.uuid5(POINT_NAMESPACE, f"{agent}\x00{name}"))
+
+
+def test_canonical_json_ignores_key_order_and_keeps_unicode():
+    assert canonical_json({"b": 1, "a": ["é", {"d": 2, "c": 3}]}) == \
+        '{"a":["é",{"c":3,"d":2}],"b":1}'
+    assert sha256_of({"x": 1, "y": 2}) == sha256_of({"y": 2, "x": 1})
+
+
+def test_every_defining_field_changes_the_checksum():
+    base = Flow("f", "desc", ("ex",), ("cond",), BLUEPRINT)
+    variants = [Flow("f", "desc2", ("ex",), ("cond",), BLUEPRINT),
+                Flow("f", "desc", ("ex", "ex2"), ("cond",), BLUEPRINT),
+                Flow("f", "desc", ("ex",), (), BLUEPRINT),
+                Flow("f", "desc", ("ex",), ("cond",), None)]
+    assert len({base.content_checksum, *(v.content_checksum for v in variants)}) == 5
+
+
+def test_a_valid_blueprint_has_no_problems():
+    assert blueprint.check(BLUEPRINT) == []
+
+
+@pytest.mark.parametrize(("change", "field", "message"), [
+    ({"entry": "nowhere"}, "entry", 'refers to unknown step "nowhere"'),
+    ({"version": 2}, "version", "unsupported blueprint version 2"),
+    ({"steps": [{"id": "a", "handler": "h.a"}, {"id": "b", "handler": "h.b"}]}, "steps[1]",
+     'step "b" is unreachable from "a"'),
+    ({"steps": [{"id": "end", "handler": "h.a"}]}, "steps[0].id", '"end" is reserved'),
+])
+def test_blueprint_problems_name_the_field(change, field, message):
+    [problem] = blueprint.check({**BLUEPRINT, **change})
+    assert (problem.field, problem.message) == (field, message)
+
+
+def test_bind_refuses_missing_handlers():
+    handlers = {name: (lambda data: data) for name in blueprint.handler_names(BLUEPRINT)}
+    bound = blueprint.bind(BLUEPRINT, handlers)
+    assert bound.fingerprint == blueprint.fingerprint(BLUEPRINT)
+    del handlers["payments.over_limit"]
+    with pytest.raises(ValueError, match=r"no handler registered for: payments\.over_limit"):
+        blueprint.bind(BLUEPRINT, handlers)
+
+
+def test_saved_state_cannot_be_loaded_into_another_definition():
+    handlers = {name: (lambda data: data) for name in blueprint.handler_names(BLUEPRINT)}
+    saved = blueprint.bind(BLUEPRINT, handlers).save_state({"step": "pay", "amount": 20})
+    assert blueprint.bind(BLUEPRINT, handlers).load_state(saved) == {"step": "pay",
+                                                                     "amount": 20}
+    loop_back = {"id": "refuse", "handler": "dialog.refuse", "next": "ask"}
+    changed = {**BLUEPRINT, "steps": [*BLUEPRINT["steps"][:2], loop_back]}
+    other = blueprint.bind(changed, handlers)
+    with pytest.raises(ValueError, match="refusing to load it into a different definition"):
+        other.load_state(saved)
