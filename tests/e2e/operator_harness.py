@@ -112,10 +112,13 @@ class InProcessOperator:
 class OperatorProcess:
     """``flowreg run`` as a child process, killable for real."""
 
-    def __init__(self, kubeconfig: Path, config_path: Path, namespace: str, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, config_path: Path, namespace: str, log: Path,
+                 liveness_port: int, metrics_port: int) -> None:
+        self.liveness = f"http://127.0.0.1:{liveness_port}/healthz"
+        self.metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         self.args = [sys.executable, "-m", "flowreg.cli.main", "run", "--config",
-                     str(config_path), "--namespace", namespace, "--liveness", "",
-                     "--metrics-port", "0", "--log-format", "text"]
+                     str(config_path), "--namespace", namespace, "--liveness", self.liveness,
+                     "--metrics-port", str(metrics_port), "--log-format", "json"]
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig),
                     "FLOWREG_DRIFT_CHECK_SECONDS": DRIFT_SECONDS}
         self.log = log
@@ -125,6 +128,27 @@ class OperatorProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(self.args, env=self.env, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_alive(self, timeout: float = 60.0) -> str:
+        """Wait until the liveness endpoint answers 200; return its body."""
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(self.liveness, timeout=2) as response:
+                    if response.status == 200:
+                        return response.read().decode()
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"{self.liveness} did not answer")
+
+    def scrape(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(self.metrics, timeout=5) as response:
+            return response.read().decode()
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -347,9 +347,13 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     store_dir = tmp_path / "store"
     config = write_config(tmp_path / "config.yaml", location=str(store_dir))
-    proc = OperatorProcess(kubeconfig_path, config, namespace, tmp_path / "operator.log")
+    from tests.kube.controlplane import free_port
+
+    proc = OperatorProcess(kubeconfig_path, config, namespace, tmp_path / "operator.log",
+                           liveness_port=free_port(), metrics_port=free_port())
     try:
         proc.start()
+        proc.wait_alive()
         create(kube_api, registry(namespace, "big", agent, big_flows(2000)))
         wait_for(kube_api, namespace, "big",
                  lambda o: ((o.get("status") or {}).get("progress") or {}).get("done", 0) > 0,
@@ -371,7 +375,12 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
         assert 0 < written < 2000
         proc.start()
         obj = wait_ready(kube_api, namespace, "big", timeout=180)
+        metrics = proc.scrape()
+        assert 'flowreg_syncs_total{result="Synced"} 1.0' in metrics
+        assert f"flowreg_embedded_texts_total {float(2000 - written)}" in metrics
         proc.stop()
+        log = (tmp_path / "operator.log").read_text()
+        assert '"message"' in log  # structured (JSON) logs
         assert obj["status"]["lastSync"]["created"] == 2000 - written
         assert obj["status"]["lastSync"]["embeddedTexts"] == 2000 - written
         total, names = asyncio.run(count())
