@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowreg import blueprint
 from flowreg.checksum import canonical_json, sha256_of
@@ -28,6 +31,22 @@ def test_canonical_json_ignores_key_order_and_keeps_unicode():
     assert canonical_json({"b": 1, "a": ["é", {"d": 2, "c": 3}]}) == \
         '{"a":["é",{"c":3,"d":2}],"b":1}'
     assert sha256_of({"x": 1, "y": 2}) == sha256_of({"y": 2, "x": 1})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(JSON)
+def test_canonical_json_is_exactly_the_standard_librarys_sorted_compact_form(value):
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        expected.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates are not text
+        return
+    assert canonical_json(value) == expected
 
 
 def test_every_defining_field_changes_the_checksum():
