@@ -122,17 +122,22 @@ def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
     declared = registry.by_name()
 
     for flow in registry.flows:
-        pid = point_id(agent, flow.name)
-        held = foreign.get(flow.name)
-        if held is not None:
-            conflicts.append(Conflict(flow.name, held.owner, held.id))
-            continue
-        existing = mine.get(flow.name, [])
-        canonical = next((p for p in existing if p.id == pid), None)
-        deletes.extend(Removal(p.id, p.name, RemovalReason.DUPLICATE)
-                       for p in existing if p is not canonical)
+        name = flow.name
+        pid = point_id(agent, name)
+        if foreign:
+            held = foreign.get(name)
+            if held is not None:
+                conflicts.append(Conflict(name, held.owner, held.id))
+                continue
+        existing = mine.get(name) or ()
+        if len(existing) == 1 and existing[0].id == pid:  # the usual case: one point, ours
+            canonical: StoredPoint | None = existing[0]
+        else:
+            canonical = next((p for p in existing if p.id == pid), None)
+            deletes.extend(Removal(p.id, p.name, RemovalReason.DUPLICATE)
+                           for p in existing if p is not canonical)
         if canonical is None:
-            donor = _donor(flow, embedder, existing)
+            donor = _donor(flow, embedder, list(existing))
             creates.append(_write(flow, pid, donor))
         elif canonical.checksum == flow.content_checksum and canonical.embedder == embedder:
             skips.append(flow.name)

@@ -190,23 +190,24 @@ class FlowStore:
             return []
         fields = SNAPSHOT_FIELDS + CONTENT_FIELDS if deep else SNAPSHOT_FIELDS
         points: list[StoredPoint] = []
+        append = points.append
         async for record in self._scroll(agent_id, fields):
             payload = record.payload or {}
-            if payload.get("agent_id") != agent_id or not isinstance(payload.get("name"), str):
+            get = payload.get
+            name = get("name")
+            if get("agent_id") != agent_id or not isinstance(name, str):
                 continue
-            checksum, text_checksum = payload.get("checksum"), payload.get("text_checksum")
+            checksum, text_checksum = get("checksum"), get("text_checksum")
             if deep:
                 try:
                     stored = flow_of(payload)
                     checksum, text_checksum = stored.content_checksum, stored.text_checksum
                 except (TypeError, ValueError):
                     checksum = text_checksum = None
-                if payload.get("text_checksum") != text_checksum:
+                if get("text_checksum") != text_checksum:
                     text_checksum = None  # the vector may not be the text's: re-embed
-            points.append(StoredPoint(
-                id=str(record.id), agent_id=agent_id, name=payload["name"],
-                owner=payload.get("owner"), checksum=checksum,
-                text_checksum=text_checksum, embedder=payload.get("embedder")))
+            append(StoredPoint(str(record.id), agent_id, name, get("owner"), checksum,
+                               text_checksum, get("embedder")))
         return points
 
     async def read_flows(self, agent_id: str) -> list[tuple[Flow, str | None]]:
