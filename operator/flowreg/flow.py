@@ -100,7 +100,7 @@ class Flow:
         if self.conditions:
             out["conditions"] = list(self.conditions)
         if self.blueprint is not None:
-            out["blueprint"] = _plain(self.blueprint)
+            out["blueprint"] = plain(self.blueprint)
         out["checksum"] = self.content_checksum
         return out
 
@@ -148,10 +148,10 @@ class StoredPoint(NamedTuple):
     embedder: str | None
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Deep-copy mappings and sequences into plain dicts and lists."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

@@ -201,6 +201,23 @@ def ready_at_generation(obj: dict[str, Any], reason: str = "Synced") -> bool:
                 and cond.get("observedGeneration") == obj["metadata"]["generation"])
 
 
+def delete_and_wait_gone(api: client.ApiClient, namespace: str, name: str,
+                         timeout: float = 30.0) -> bool:
+    """Delete a FlowRegistry; True once it is gone (its finalizer ran), False on timeout."""
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            get_registry(api, namespace, name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return True
+            raise
+        time.sleep(0.2)
+    return False
+
+
 def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
     items = client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name}").items

@@ -4,7 +4,6 @@ ServiceAccount, reconciles and finalizes a FlowRegistry; calls outside the grant
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from flowreg.schema import GROUP, PLURAL, VERSION
 from tests.conftest import make_flows, registry_doc
 from tests.e2e.operator_harness import (
     InProcessOperator,
-    get_registry,
+    delete_and_wait_gone,
     ready_at_generation,
     wait_for,
     write_config,
@@ -69,17 +68,8 @@ def test_operator_with_the_charts_service_account_reconciles_and_finalizes(
             assert len(op.flows(agent)) == 4
             events = core.list_namespaced_event(namespace).items
             assert any(e.reason == "Synced" for e in events)
-            crd.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "rbac")
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    get_registry(kube_api, namespace, "rbac")
-                except client.ApiException as exc:
-                    assert exc.status == 404
-                    break
-                time.sleep(0.2)
-            else:
-                pytest.fail("the finalizer did not run with the chart's permissions")
+            assert delete_and_wait_gone(kube_api, namespace, "rbac"), \
+                "the finalizer did not run with the chart's permissions"
             assert op.flows(agent) == {}
     finally:
         core.delete_namespace(namespace)

@@ -27,6 +27,7 @@ from tests.e2e.operator_harness import (
     InProcessOperator,
     OperatorProcess,
     condition,
+    delete_and_wait_gone,
     events_for,
     get_registry,
     ready_at_generation,
@@ -224,18 +225,7 @@ def test_deletion_policy(operator, kube_api, namespace, agent, policy, left):
     create(kube_api, registry(namespace, "gone", agent, make_flows(3), deletionPolicy=policy))
     wait_ready(kube_api, namespace, "gone")
     assert len(operator.flows(agent)) == 3
-    client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "gone")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            get_registry(kube_api, namespace, "gone")
-        except client.ApiException as exc:
-            assert exc.status == 404
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("the FlowRegistry was not finalized")
+    assert delete_and_wait_gone(kube_api, namespace, "gone"), "not finalized"
     assert len(operator.flows(agent)) == left
 
 

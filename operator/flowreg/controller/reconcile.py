@@ -21,6 +21,7 @@ from flowreg.controller.metrics import Metrics
 from flowreg.controller.status import Outcome, conditions, sync_summary
 from flowreg.embed.factory import make_embedder
 from flowreg.errors import FlowregError, InvalidSpec
+from flowreg.flow import plain
 from flowreg.history import Checkpoint
 from flowreg.manifest import parse_object
 from flowreg.plan import Plan
@@ -102,7 +103,7 @@ class Reconciler:
         uid = _uid(body)
         async with self._locks.setdefault(uid, asyncio.Lock()):
             started = time.monotonic()
-            before = _plain(body.get("status") or {})
+            before = plain(body.get("status") or {})
             outcome, report, transient = await self._sync(body, trigger)
             previous = self._checked.get(uid)
             failures = (previous.failures + 1) if (transient and previous) else int(transient)
@@ -145,7 +146,7 @@ class Reconciler:
             decl = parse_object({"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
                                  "metadata": {"name": meta.get("name"),
                                               "namespace": meta.get("namespace")},
-                                 "spec": _plain(spec)})
+                                 "spec": plain(spec)})
             engine = await self.engine(self.config.store(decl.store))
             writer = _ProgressWriter(self.sink, body, self.config.progress_every_seconds)
             stats_before = engine.store.stats.calls.copy()
@@ -254,10 +255,3 @@ def _uid(body: Mapping[str, Any]) -> str:
     meta = body.get("metadata") or {}
     return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
