@@ -152,6 +152,7 @@ class SyncEngine:
                 vectors = await pending
                 if index + 1 < len(batches):
                     pending = self._start_embedding(batches[index + 1], donors)
+                    await asyncio.sleep(0)  # let it send its requests before the write
                 writes: list[PointWrite] = []
                 deletes: list[str] = []
                 for item in batch:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import orjson
+
 
 def vector_of(text: str, dimension: int) -> list[float]:
     vec = [0.0] * dimension
@@ -119,12 +121,12 @@ class EmbeddingServer:
                         return self._send(failure.status, failure.body, failure.headers)
                 data = [{"object": "embedding", "index": i, "embedding": vector_of(t, dim)}
                         for i, t in reversed(list(enumerate(texts)))]
-                self._send(200, json.dumps({"object": "list", "data": data,
-                                            "model": body.get("model")}))
+                self._send(200, orjson.dumps({"object": "list", "data": data,
+                                              "model": body.get("model")}))
 
-            def _send(self, status: int, text: str,
+            def _send(self, status: int, text: str | bytes,
                       headers: dict[str, str] | None = None) -> None:
-                payload = text.encode()
+                payload = text if isinstance(text, bytes) else text.encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

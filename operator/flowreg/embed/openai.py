@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import orjson
 
 from flowreg.errors import EmbedderUnavailable
 
@@ -130,9 +131,12 @@ class OpenAIEmbedder:
 
     def _parse(self, response: httpx.Response, expected: int) -> list[list[float]]:
         try:
-            data = response.json()["data"]
+            data = orjson.loads(response.content)["data"]
             items = sorted(data, key=lambda item: int(item["index"]))
-            vectors = [[float(x) for x in item["embedding"]] for item in items]
+            vectors = [item["embedding"] for item in items]
+            for vector in vectors:
+                if not isinstance(vector, list):
+                    raise TypeError("an embedding is not a list")
         except (ValueError, KeyError, TypeError) as exc:
             raise EmbedderUnavailable(
                 f"{self.base_url}: malformed embeddings response ({type(exc).__name__}: "
@@ -141,7 +145,12 @@ class OpenAIEmbedder:
             raise EmbedderUnavailable(
                 f"{self.base_url}: {len(vectors)} vectors for {expected} texts")
         for vector in vectors:
-            if not vector or not all(math.isfinite(x) for x in vector):
+            # One sum per vector: any NaN, infinity or non-number makes it non-finite or fail.
+            try:
+                finite = bool(vector) and math.isfinite(math.fsum(vector))
+            except (TypeError, OverflowError, ValueError):
+                finite = False
+            if not finite:
                 raise EmbedderUnavailable(f"{self.base_url}: empty or non-finite vector")
         return vectors
 
