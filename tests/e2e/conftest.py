@@ -8,6 +8,7 @@ skip them only explicitly, with ``FLOWREG_SKIP_E2E=1``.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,15 @@ def service_account_kubeconfig(control_plane: ControlPlane, kube_api: client.Api
                                                   user=name)
 
     return make
+
+
+@pytest.fixture
+def namespace(kube_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace (``flowreg-e2e-*``, which the in-process operator watches)."""
+    name = f"flowreg-e2e-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(kube_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from kubernetes import client, config
@@ -41,15 +40,6 @@ CRD = {
 def widgets(kube_api):
     apply_documents(kube_api, [CRD])
     return client.CustomObjectsApi(kube_api)
-
-
-@pytest.fixture
-def namespace(kube_api):
-    name = f"smoke-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
 
 
 def causes(err: client.ApiException) -> list[tuple[str, str, str]]:

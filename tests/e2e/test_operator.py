@@ -57,15 +57,6 @@ def operator(crd_installed, kubeconfig_path, tmp_path_factory):
 
 
 @pytest.fixture
-def namespace(kube_api):
-    name = f"flowreg-e2e-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(kube_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
-
-
-@pytest.fixture
 def agent() -> str:
     return f"agent_{uuid.uuid4().hex[:8]}"
 
