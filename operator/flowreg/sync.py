@@ -15,6 +15,7 @@ import gc
 import inspect
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from flowreg.report import SyncReport
 from flowreg.store import FlowStore, PointWrite, chunks, payload_of
 
 DEFAULT_BATCH_SIZE = 100
+LOOKAHEAD = 2
+"""Batches whose embeddings are requested ahead of the batch being written."""
 ProgressFn = Callable[[Checkpoint], Awaitable[None] | None]
 
 
@@ -144,15 +147,16 @@ class SyncEngine:
                            if w.vector is VectorSource.COPY and w.copy_from})
         donors = await self.store.vectors(copy_ids) if copy_ids else {}
         batches = list(chunks(items, self.batch_size))
-        # The next batch's vectors are computed while this batch is written.
-        pending = self._start_embedding(batches[0], donors)
+        # The vectors of the next LOOKAHEAD batches are computed while this batch is written,
+        # so embedding round-trips overlap each other and the writes.
+        pending = deque(self._start_embedding(b, donors) for b in batches[:LOOKAHEAD])
         done = 0
         try:
             for index, batch in enumerate(batches):
-                vectors = await pending
-                if index + 1 < len(batches):
-                    pending = self._start_embedding(batches[index + 1], donors)
-                    await asyncio.sleep(0)  # let it send its requests before the write
+                vectors = await pending.popleft()
+                if index + LOOKAHEAD < len(batches):
+                    pending.append(self._start_embedding(batches[index + LOOKAHEAD], donors))
+                await asyncio.sleep(0)  # let the new requests go out before the write
                 writes: list[PointWrite] = []
                 deletes: list[str] = []
                 for item in batch:
@@ -166,8 +170,8 @@ class SyncEngine:
                 done += len(batch)
                 await self._checkpoint(Checkpoint(run_id, done, total), progress)
         except BaseException as exc:
-            if not pending.done():
-                pending.cancel()
+            for task in pending:
+                task.cancel()
             if self.history is not None:
                 self.history.checkpoint(Checkpoint(run_id, done, total, error=str(exc)))
             raise
