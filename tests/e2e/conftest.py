@@ -95,12 +95,29 @@ def service_account_kubeconfig(control_plane: ControlPlane, kube_api: client.Api
 
 
 @pytest.fixture
-def namespace(kube_api: client.ApiClient) -> Iterator[str]:
-    """A fresh namespace (``flowreg-e2e-*``, which the in-process operator watches)."""
-    name = f"flowreg-e2e-{uuid.uuid4().hex[:8]}"
+def namespace_factory(kube_api: client.ApiClient) -> Iterator[Callable[[str], str]]:
+    """Create namespaces ``<prefix>-<random>``; they are deleted after the test."""
     core = client.CoreV1Api(kube_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+        made.append(name)
+        return name
+
     try:
-        yield name
+        yield make
     finally:
-        core.delete_namespace(name)
+        for name in made:
+            core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(namespace_factory: Callable[[str], str]) -> str:
+    """A fresh namespace matching ``flowreg-e2e-*``, which the in-process operator watches.
+
+    (There is no namespace controller here, so deleted namespaces stay Terminating; tests that
+    do not involve the operator use other prefixes.)
+    """
+    return namespace_factory("flowreg-e2e")

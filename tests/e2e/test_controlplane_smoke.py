@@ -42,6 +42,11 @@ def widgets(kube_api):
     return client.CustomObjectsApi(kube_api)
 
 
+@pytest.fixture
+def namespace(namespace_factory):
+    return namespace_factory("smoke")
+
+
 def causes(err: client.ApiException) -> list[tuple[str, str, str]]:
     """(reason, field, message) of each cause in the apiserver's Status answer."""
     status = json.loads(err.body)
