@@ -61,8 +61,8 @@ def make_embedder(kind: str, url: str | None) -> Any:
     if kind == "hashing":
         return HashingEmbedder(384)
     assert url, "the latency embedder needs the server URL"
-    return OpenAIEmbedder(url, "bench-model", dimension=384, api_key_env=None,
-                          batch_size=64, concurrency=4)
+    # flowreg's defaults: 100 texts a request (one request per batch), 4 requests in flight.
+    return OpenAIEmbedder(url, "bench-model", dimension=384, api_key_env=None)
 
 
 class Phase:
@@ -209,9 +209,9 @@ class _LangChainEmbeddings:
         if self.http is None:
             return [self.hashing.embed_one(t) for t in texts]
         out: list[list[float]] = []
-        for i in range(0, len(texts), 64):
+        for i in range(0, len(texts), 100):
             response = self.http.post(f"{self.url}/embeddings",
-                                      json={"model": "bench-model", "input": texts[i:i + 64]})
+                                      json={"model": "bench-model", "input": texts[i:i + 100]})
             data = sorted(response.json()["data"], key=lambda d: d["index"])
             out.extend(d["embedding"] for d in data)
         return out

@@ -48,7 +48,7 @@ async def test_first_apply_is_one_write_and_one_embedding_per_batch(counted):
     store, calls = counted
     engine = SyncEngine(store, HashingEmbedder(), batch_size=100)
     report = await engine.apply(registry(1000))
-    assert writes(calls) == 10 and calls["batch_update_points"] == 10
+    assert writes(calls) == 10 and calls["upsert"] == 10
     assert engine.embedder.calls == 10 and engine.embedder.texts == 1000
     assert report.store_writes == 10 and report.points_written == 1000
 

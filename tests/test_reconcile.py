@@ -172,7 +172,7 @@ async def test_metrics_count_syncs_operations_and_texts():
         assert value("flowreg_syncs_total", {"result": "Synced"}) == 1
         assert value("flowreg_embedded_texts_total") == 3
         assert value("flowreg_store_operations_total",
-                     {"operation": "batch_update_points"}) == 1
+                     {"operation": "upsert"}) == 1
         assert value("flowreg_flow_changes_total", {"action": "create"}) == 3
         assert value("flowreg_sync_duration_seconds_count") == 1
     finally:

@@ -37,19 +37,17 @@ POINT_NAMESPACE = uuid.UUID("6f1e3c2a-5d4b-4f0e-9a7c-2b8d1e0f4a93")
 
 
 _NAMESPACE_BYTES = POINT_NAMESPACE.bytes
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def point_id(agent_id: str, name: str) -> str:
     """The Qdrant point id of a flow: uuid5 of agent and name, stable across runs and hosts.
 
-    Equal to ``str(uuid.uuid5(POINT_NAMESPACE, f"{agent_id}\\x00{name}"))``, computed without
-    building UUID objects (it runs once per declared flow on every sync).
+    Equal to ``str(uuid.uuid5(POINT_NAMESPACE, f"{agent_id}\\x00{name}"))``, computed on the
+    hex digest without building UUID objects (it runs once per written flow).
     """
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{agent_id}\x00{name}".encode()).digest())
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest[:16].hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NAMESPACE_BYTES + f"{agent_id}\x00{name}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,10 @@ class Flow:
     @_cached
     def content_checksum(self) -> str:
         """``sha256:<64 hex>`` over the canonical JSON of ``content()``."""
-        return sha256_of(self.content())
+        # content() inlined, tuples left as they are: they encode as the same JSON arrays.
+        return sha256_of({"format": CHECKSUM_FORMAT, "description": self.description,
+                          "examples": self.examples, "conditions": self.conditions,
+                          "blueprint": self.blueprint})
 
     @_cached
     def embedding_text(self) -> str:

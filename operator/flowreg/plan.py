@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import chain
 
 from flowreg.errors import DeletionGuard
 from flowreg.flow import Flow, Registry, StoredPoint, SyncPolicy, point_id
@@ -95,22 +96,30 @@ class Plan:
 
 
 def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
-              policy: SyncPolicy | None = None) -> Plan:
+              policy: SyncPolicy | None = None, *, verify_ids: bool = True) -> Plan:
     """The minimum set of changes that makes the store hold exactly ``registry``'s flows.
 
     ``points`` are the stored points of ``registry.agent_id`` (others are ignored). Points whose
     owner differs from ``registry.owner`` are never written or deleted: a declared name held by
-    another owner becomes a ``Conflict``.
+    another owner becomes a ``Conflict``. Every write goes to the flow's canonical point id.
+
+    With ``verify_ids`` (the default) a flow is skipped only if its one point sits at its
+    canonical id; without it, the one current point of a flow is trusted wherever it sits (as
+    its stored checksums are trusted), which spares hashing every name on every sync. A point
+    moved off its id by another writer is then moved back when its flow next changes, or by a
+    planning pass that verifies ids.
     """
     policy = policy or SyncPolicy()
     agent, owner = registry.agent_id, registry.owner
-    mine: dict[str, list[StoredPoint]] = {}
+    mine: dict[str, StoredPoint] = {}  # the first point of ours under each name
+    extra: dict[str, list[StoredPoint]] = {}  # further points of ours under a name
     foreign: dict[str, StoredPoint] = {}
     for p in points:
         if p.agent_id != agent:
             continue
         if p.owner == owner:
-            mine.setdefault(p.name, []).append(p)
+            if mine.setdefault(p.name, p) is not p:
+                extra.setdefault(p.name, []).append(p)
         else:
             foreign.setdefault(p.name, p)
 
@@ -119,34 +128,46 @@ def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
     deletes: list[Removal] = []
     skips: list[str] = []
     conflicts: list[Conflict] = []
-    declared = registry.by_name()
+    matched = 0  # names of ours that are declared
+    skip = skips.append
 
     for flow in registry.flows:
         name = flow.name
-        pid = point_id(agent, name)
+        held = mine.get(name)
+        if held is not None:
+            matched += 1
         if foreign:
-            held = foreign.get(name)
-            if held is not None:
-                conflicts.append(Conflict(name, held.owner, held.id))
+            other = foreign.get(name)
+            if other is not None:
+                conflicts.append(Conflict(name, other.owner, other.id))
                 continue
-        existing = mine.get(name) or ()
-        if len(existing) == 1 and existing[0].id == pid:  # the usual case: one point, ours
-            canonical: StoredPoint | None = existing[0]
-        else:
-            canonical = next((p for p in existing if p.id == pid), None)
-            deletes.extend(Removal(p.id, p.name, RemovalReason.DUPLICATE)
-                           for p in existing if p is not canonical)
+        # The usual case, kept tight: one point of ours, current, where it belongs.
+        if (held is not None and held.checksum == flow.content_checksum
+                and held.embedder == embedder and not (extra and name in extra)
+                and (not verify_ids or held.id == point_id(agent, name))):
+            skip(name)
+            continue
+        pid = point_id(agent, name)
+        existing = [held, *extra.get(name, ())] if held is not None else []
+        canonical = next((p for p in existing if p.id == pid), None)
+        deletes.extend(Removal(p.id, p.name, RemovalReason.DUPLICATE)
+                       for p in existing if p is not canonical)
         if canonical is None:
-            donor = _donor(flow, embedder, list(existing))
-            creates.append(_write(flow, pid, donor))
+            creates.append(_write(flow, pid, _donor(flow, embedder, existing)))
         elif canonical.checksum == flow.content_checksum and canonical.embedder == embedder:
-            skips.append(flow.name)
+            skip(name)
         elif canonical.text_checksum == flow.text_checksum and canonical.embedder == embedder:
             updates.append(Write(flow, pid, VectorSource.KEEP))
         else:
             updates.append(Write(flow, pid, VectorSource.EMBED))
 
-    undeclared = [p for name, ps in mine.items() if name not in declared for p in ps]
+    undeclared: list[StoredPoint] = []
+    if matched < len(mine):
+        declared = {f.name for f in registry.flows}
+        for name, p in mine.items():
+            if name not in declared:
+                undeclared.append(p)
+                undeclared.extend(extra.get(name, ()))
     renames: list[tuple[str, str]] = []
     kept: list[str] = []
     removed_as_rename: set[str] = set()
@@ -166,7 +187,7 @@ def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
                 creates[i] = Write(w.flow, w.point_id, VectorSource.COPY, old.id)
     # A vector already stored for the same text and model is copied, never re-embedded.
     if any(w.vector is VectorSource.EMBED for w in (*creates, *updates)):
-        donors = {p.text_checksum: p for ps in mine.values() for p in ps
+        donors = {p.text_checksum: p for p in chain(mine.values(), *extra.values())
                   if p.embedder == embedder and p.text_checksum}
         for writes in (creates, updates):
             for i, w in enumerate(writes):

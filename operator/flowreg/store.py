@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ CONTENT_FIELDS = ["description", "examples", "conditions", "blueprint"]
 LOCAL_PAGE_SIZE = 50_000  # local mode re-sorts all ids on every page: few, large pages
 REMOTE_PAGE_SIZE = 2_000
 WRITE_CALLS = ("batch_update_points", "upsert", "delete", "overwrite_payload")
+_EMPTY: Mapping[str, Any] = {}
 
 T = TypeVar("T")
 
@@ -188,37 +189,49 @@ class FlowStore:
         """
         if not await self.collection_exists():
             return []
-        fields = SNAPSHOT_FIELDS + CONTENT_FIELDS if deep else SNAPSHOT_FIELDS
+        if deep:
+            return [point async for point in self._deep_snapshot(agent_id)]
         points: list[StoredPoint] = []
         append = points.append
-        async for record in self._scroll(agent_id, fields):
-            payload = record.payload or {}
-            get = payload.get
-            name = get("name")
-            if get("agent_id") != agent_id or not isinstance(name, str):
-                continue
-            checksum, text_checksum = get("checksum"), get("text_checksum")
-            if deep:
+        make = tuple.__new__  # StoredPoint's own __new__ is a Python function: skip it
+        async for page in self._pages(agent_id, SNAPSHOT_FIELDS):
+            for record in page:
+                get = (record.payload or _EMPTY).get
+                name = get("name")
+                if get("agent_id") == agent_id and type(name) is str:
+                    append(make(StoredPoint, (str(record.id), agent_id, name, get("owner"),
+                                              get("checksum"), get("text_checksum"),
+                                              get("embedder"))))
+        return points
+
+    async def _deep_snapshot(self, agent_id: str) -> AsyncIterator[StoredPoint]:
+        """``snapshot(deep=True)``: checksums recomputed from the stored content."""
+        async for page in self._pages(agent_id, SNAPSHOT_FIELDS + CONTENT_FIELDS):
+            for record in page:
+                payload = record.payload or {}
+                name = payload.get("name")
+                if payload.get("agent_id") != agent_id or not isinstance(name, str):
+                    continue
                 try:
                     stored = flow_of(payload)
                     checksum, text_checksum = stored.content_checksum, stored.text_checksum
                 except (TypeError, ValueError):
                     checksum = text_checksum = None
-                if get("text_checksum") != text_checksum:
+                if payload.get("text_checksum") != text_checksum:
                     text_checksum = None  # the vector may not be the text's: re-embed
-            append(StoredPoint(str(record.id), agent_id, name, get("owner"), checksum,
-                               text_checksum, get("embedder")))
-        return points
+                yield StoredPoint(str(record.id), agent_id, name, payload.get("owner"),
+                                  checksum, text_checksum, payload.get("embedder"))
 
     async def read_flows(self, agent_id: str) -> list[tuple[Flow, str | None]]:
         """Every flow of ``agent_id`` with its owner, sorted by name (for export)."""
         out: list[tuple[Flow, str | None]] = []
         if not await self.collection_exists():
             return out
-        async for record in self._scroll(agent_id, SNAPSHOT_FIELDS + CONTENT_FIELDS):
-            payload = record.payload or {}
-            if payload.get("agent_id") == agent_id and isinstance(payload.get("name"), str):
-                out.append((flow_of(payload), payload.get("owner")))
+        async for page in self._pages(agent_id, SNAPSHOT_FIELDS + CONTENT_FIELDS):
+            for record in page:
+                payload = record.payload or {}
+                if payload.get("agent_id") == agent_id and isinstance(payload.get("name"), str):
+                    out.append((flow_of(payload), payload.get("owner")))
         return sorted(out, key=lambda pair: (pair[0].name, pair[1] or ""))
 
     async def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
@@ -234,23 +247,35 @@ class FlowStore:
         return found
 
     async def write(self, writes: Sequence[PointWrite], deletes: Sequence[str]) -> None:
-        """Apply one batch in one call: upserts, then payload overwrites, then deletions."""
-        ops: list[models.UpdateOperation] = []
-        upserts = [models.PointStruct(id=w.id, vector=w.vector, payload=w.payload)
-                   for w in writes if w.vector is not None]
-        if upserts:
-            ops.append(models.UpsertOperation(upsert=models.PointsList(points=upserts)))
-        ops.extend(
-            models.OverwritePayloadOperation(
-                overwrite_payload=models.SetPayload(payload=w.payload, points=[w.id]))
-            for w in writes if w.vector is None)
-        if deletes:
-            ops.append(models.DeleteOperation(
-                delete=models.PointIdsList(points=list(deletes))))
-        if not ops:
+        """Apply one batch in one call: upserts, then payload overwrites, then deletions.
+
+        A batch of upserts only (a first apply) is one ``upsert``, deletions only one
+        ``delete``; anything mixed is one ``batch_update_points``. The points are built without
+        pydantic re-validation: vectors were checked when embedded (finite, right size) and
+        payloads are plain JSON data made by ``payload_of``.
+        """
+        upserts = [_point(w.id, w.vector, w.payload) for w in writes if w.vector is not None]
+        overwrites = [w for w in writes if w.vector is None]
+        if not upserts and not overwrites and not deletes:
             return
-        await self._call("batch_update_points", self.client.batch_update_points,
-                         self.collection, update_operations=ops, wait=True)
+        if upserts and not overwrites and not deletes:
+            await self._call("upsert", self.client.upsert, self.collection, upserts, wait=True)
+        elif deletes and not writes:
+            await self._call("delete", self.client.delete, self.collection,
+                             models.PointIdsList(points=list(deletes)), wait=True)
+        else:
+            ops: list[models.UpdateOperation] = []
+            if upserts:
+                ops.append(models.UpsertOperation(upsert=models.PointsList(points=upserts)))
+            ops.extend(
+                models.OverwritePayloadOperation(
+                    overwrite_payload=models.SetPayload(payload=w.payload, points=[w.id]))
+                for w in overwrites)
+            if deletes:
+                ops.append(models.DeleteOperation(
+                    delete=models.PointIdsList(points=list(deletes))))
+            await self._call("batch_update_points", self.client.batch_update_points,
+                             self.collection, update_operations=ops, wait=True)
         self.stats.points_written += len(writes)
         self.stats.points_deleted += len(deletes)
 
@@ -270,7 +295,9 @@ class FlowStore:
         result = await self._call("count", self.client.count, self.collection, exact=True)
         return int(result.count)
 
-    async def _scroll(self, agent_id: str, fields: list[str]) -> Any:
+    async def _pages(self, agent_id: str,
+                     fields: list[str]) -> AsyncIterator[list[models.Record]]:
+        """Pages of the points of ``agent_id`` (and, in local mode, of other agents too)."""
         # Local mode evaluates filters in Python on every page, about ten times slower than
         # reading the payload subset and filtering here; a server filters on its payload index.
         scroll_filter = None if self.local else models.Filter(must=[
@@ -280,8 +307,7 @@ class FlowStore:
             records, offset = await self._call(
                 "scroll", self.client.scroll, self.collection, scroll_filter=scroll_filter,
                 limit=self.page_size, offset=offset, with_payload=fields, with_vectors=False)
-            for record in records:
-                yield record
+            yield records
             if offset is None:
                 return
 
@@ -298,6 +324,11 @@ class FlowStore:
                     f"Qdrant at {self.location or 'the configured URL'} is unavailable: "
                     f"{_describe(exc)}") from exc
             raise
+
+
+def _point(point_id: str, vector: list[float], payload: dict[str, Any]) -> models.PointStruct:
+    """A point built without validation (its parts are already known to be well-formed)."""
+    return models.PointStruct.model_construct(id=point_id, vector=vector, payload=payload)
 
 
 def _is_unavailable(exc: BaseException) -> bool:

@@ -28,8 +28,9 @@ from flowreg.report import SyncReport
 from flowreg.store import FlowStore, PointWrite, chunks, payload_of
 
 DEFAULT_BATCH_SIZE = 100
-LOOKAHEAD = 2
-"""Batches whose embeddings are requested ahead of the batch being written."""
+MIN_LOOKAHEAD = 2
+"""Batches whose embeddings are requested ahead of the batch being written, at least; an
+embedder that serves several calls at once (``concurrency``) gets that many."""
 ProgressFn = Callable[[Checkpoint], Awaitable[None] | None]
 
 
@@ -59,6 +60,7 @@ class SyncEngine:
             else CountingEmbedder(embedder)
         self.history = history
         self.batch_size = batch_size
+        self.lookahead = max(MIN_LOOKAHEAD, self.embedder.concurrency)
 
     async def plan(self, registry: Registry, policy: SyncPolicy | None = None, *,
                    deep: bool = False) -> PlannedSync:
@@ -68,7 +70,8 @@ class SyncEngine:
             await self.store.ensure_collection(await self.dimension())
         with _no_gc():
             points = await self.store.snapshot(registry.agent_id, deep=deep)
-            plan = plan_sync(registry, points, self.embedder.identity, policy)
+            plan = plan_sync(registry, points, self.embedder.identity, policy,
+                                 verify_ids=deep)
         report = _report_of(plan, SyncReport(registry.agent_id, registry.owner, dry_run=True))
         return PlannedSync(plan, report)
 
@@ -98,7 +101,8 @@ class SyncEngine:
             await self.store.ensure_collection(await self.dimension())
             with _no_gc():
                 points = await self.store.snapshot(registry.agent_id, deep=deep)
-                plan = plan_sync(registry, points, self.embedder.identity, policy)
+                plan = plan_sync(registry, points, self.embedder.identity, policy,
+                                 verify_ids=deep)
             guard(plan, registry, policy)
             if on_plan is not None:
                 await on_plan(plan)
@@ -147,15 +151,16 @@ class SyncEngine:
                            if w.vector is VectorSource.COPY and w.copy_from})
         donors = await self.store.vectors(copy_ids) if copy_ids else {}
         batches = list(chunks(items, self.batch_size))
-        # The vectors of the next LOOKAHEAD batches are computed while this batch is written,
+        # The vectors of the next `lookahead` batches are computed while this batch is written,
         # so embedding round-trips overlap each other and the writes.
-        pending = deque(self._start_embedding(b, donors) for b in batches[:LOOKAHEAD])
+        ahead = self.lookahead
+        pending = deque(self._start_embedding(b, donors) for b in batches[:ahead])
         done = 0
         try:
             for index, batch in enumerate(batches):
                 vectors = await pending.popleft()
-                if index + LOOKAHEAD < len(batches):
-                    pending.append(self._start_embedding(batches[index + LOOKAHEAD], donors))
+                if index + ahead < len(batches):
+                    pending.append(self._start_embedding(batches[index + ahead], donors))
                 await asyncio.sleep(0)  # let the new requests go out before the write
                 writes: list[PointWrite] = []
                 deletes: list[str] = []

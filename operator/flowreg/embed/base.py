@@ -43,6 +43,11 @@ class CountingEmbedder:
     def dimension(self) -> int:
         return self.inner.dimension
 
+    @property
+    def concurrency(self) -> int:
+        """Calls the wrapped embedder serves at once (its ``concurrency``; else 1)."""
+        return max(1, int(getattr(self.inner, "concurrency", 1)))
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []

@@ -35,7 +35,7 @@ class OpenAIEmbedder:
 
     def __init__(self, base_url: str, model: str, *, dimension: int | None = None,
                  api_key: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
-                 batch_size: int = 64, concurrency: int = 4, timeout: float = 30.0,
+                 batch_size: int = 100, concurrency: int = 4, timeout: float = 30.0,
                  max_retries: int = 4, backoff: float = 0.5,
                  send_dimensions: bool = False) -> None:
         if batch_size < 1 or concurrency < 1 or max_retries < 0:
