@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from qdrant_client import AsyncQdrantClient
+from qdrant_client import AsyncQdrantClient, models
 
 from flowreg.embed import HashingEmbedder
 from flowreg.errors import DeletionGuard
@@ -145,3 +145,21 @@ async def test_deep_check_repairs_a_point_altered_behind_our_back(counted):
     assert deep.updated == ["flow_00002"] and deep.embedded_texts == 1
     [record] = await store.client.retrieve("flows", [pid], with_payload=True)
     assert record.payload["description"] == "do thing 2"
+
+
+async def test_deep_check_moves_a_point_written_off_its_id_without_embedding(counted):
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(3))
+    pid = point_id("agent", "flow_00001")
+    [record] = await store.client.retrieve("flows", [pid], with_payload=True, with_vectors=True)
+    stray = "00000000-0000-4000-8000-000000000001"
+    await store.client.upsert("flows", [models.PointStruct(
+        id=stray, vector=record.vector, payload=record.payload)])
+    await store.client.delete("flows", models.PointIdsList(points=[pid]))
+    shallow = await engine.apply(registry(3))
+    assert shallow.change_count == 0  # one current point of ours: trusted where it is
+    deep = await engine.apply(registry(3), deep=True)
+    assert deep.embedded_texts == 0 and deep.duplicates_removed == ["flow_00001"]
+    ids = {str(r.id) for r in (await store.client.scroll("flows", limit=10))[0]}
+    assert pid in ids and stray not in ids and len(ids) == 3

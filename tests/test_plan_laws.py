@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import models
@@ -68,9 +69,13 @@ def simulate(plan: Plan, points: list[StoredPoint]) -> list[StoredPoint]:
     return list(by_id.values())
 
 
+IDS = pytest.mark.parametrize("verify_ids", [True, False], ids=["verify-ids", "trust-ids"])
+
+
+@IDS
 @given(registries(), stored_points())
-def test_applying_a_plan_makes_the_store_equal_the_declaration(registry, points):
-    plan = plan_sync(registry, points, EMBEDDER)
+def test_applying_a_plan_makes_the_store_equal_the_declaration(verify_ids, registry, points):
+    plan = plan_sync(registry, points, EMBEDDER, verify_ids=verify_ids)
     after = simulate(plan, points)
     conflicted = {c.name for c in plan.conflicts}
     # A declared name another owner holds is a conflict: nothing of that name is touched.
@@ -79,23 +84,28 @@ def test_applying_a_plan_makes_the_store_equal_the_declaration(registry, points)
     expected = {f.name: f.content_checksum for f in registry.flows if f.name not in conflicted}
     assert {p.name: p.checksum for p in ours} == expected
     assert len(ours) == len(expected)
-    assert all(p.id == point_id(AGENT, p.name) for p in ours)
+    if verify_ids:
+        assert all(p.id == point_id(AGENT, p.name) for p in ours)
+    else:  # a point off its id is trusted only as it was: current and alone under its name
+        assert all(p.id == point_id(AGENT, p.name) or p in points for p in ours)
     before = sorted(p for p in points if p.name in conflicted and p.agent_id == AGENT)
     assert sorted(p for p in after if p.name in conflicted and p.agent_id == AGENT) == before
 
 
+@IDS
 @given(registries(), stored_points())
-def test_planning_again_after_applying_gives_only_skips(registry, points):
-    after = simulate(plan_sync(registry, points, EMBEDDER), points)
-    again = plan_sync(registry, after, EMBEDDER)
+def test_planning_again_after_applying_gives_only_skips(verify_ids, registry, points):
+    after = simulate(plan_sync(registry, points, EMBEDDER, verify_ids=verify_ids), points)
+    again = plan_sync(registry, after, EMBEDDER, verify_ids=verify_ids)
     assert again.is_noop
     conflicted = {c.name for c in again.conflicts}
     assert set(again.skips) == {f.name for f in registry.flows} - conflicted
 
 
+@IDS
 @given(registries(), stored_points())
-def test_other_owners_and_agents_are_never_touched(registry, points):
-    plan = plan_sync(registry, points, EMBEDDER)
+def test_other_owners_and_agents_are_never_touched(verify_ids, registry, points):
+    plan = plan_sync(registry, points, EMBEDDER, verify_ids=verify_ids)
     foreign = {p.id for p in points if p.owner != OWNER or p.agent_id != AGENT}
     assert foreign.isdisjoint(r.point_id for r in plan.deletes)
     assert foreign.isdisjoint(w.point_id for w in plan.writes)
@@ -103,9 +113,10 @@ def test_other_owners_and_agents_are_never_touched(registry, points):
     assert {c.name for c in plan.conflicts} == held & {f.name for f in registry.flows}
 
 
+@IDS
 @given(registries(), stored_points())
-def test_only_changed_text_or_model_is_embedded(registry, points):
-    plan = plan_sync(registry, points, EMBEDDER)
+def test_only_changed_text_or_model_is_embedded(verify_ids, registry, points):
+    plan = plan_sync(registry, points, EMBEDDER, verify_ids=verify_ids)
     vectors = {(p.text_checksum, p.embedder) for p in points
                if p.owner == OWNER and p.agent_id == AGENT}
     for write in plan.writes:
@@ -118,6 +129,18 @@ def test_an_empty_or_unpruned_plan_never_loses_undeclared_flows(registry, points
     plan = plan_sync(registry, points, EMBEDDER, SyncPolicy(prune=False))
     declared = {f.name for f in registry.flows}
     assert all(r.name in declared for r in plan.deletes)
+
+
+def test_a_point_off_its_id_is_moved_by_a_verifying_plan_and_trusted_otherwise():
+    flow = Flow("refund", "refund a payment")
+    stray = StoredPoint(str(uuid.uuid4()), AGENT, "refund", OWNER, flow.content_checksum,
+                        flow.text_checksum, EMBEDDER)
+    registry = Registry(AGENT, OWNER, (flow,))
+    assert plan_sync(registry, [stray], EMBEDDER, verify_ids=False).skips == ("refund",)
+    moved = plan_sync(registry, [stray], EMBEDDER)
+    [write] = moved.creates
+    assert write.point_id == point_id(AGENT, "refund") and write.copy_from == stray.id
+    assert [r.point_id for r in moved.deletes] == [stray.id] and moved.embed_count == 0
 
 
 def test_a_rename_moves_the_point_without_embedding():
