@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_one(system: str, n: int, embedder: str, url: str | None, store: str,
-            page_sizes: list[int]) -> dict[str, Any]:
+            page_sizes: list[int], repeat: int) -> dict[str, Any]:
     from bench.systems import RUNNERS
 
     location = ":memory:"
@@ -40,7 +40,7 @@ def run_one(system: str, n: int, embedder: str, url: str | None, store: str,
     if system == "langchain":
         phases = runner(n, embedder, url, location)
     elif system == "flowreg":
-        phases = asyncio.run(runner(n, embedder, url, location, page_sizes))
+        phases = asyncio.run(runner(n, embedder, url, location, page_sizes, repeat))
     else:
         phases = asyncio.run(runner(n, embedder, url, location))
     rss = phases[0].get("rss_mib") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -48,12 +48,12 @@ def run_one(system: str, n: int, embedder: str, url: str | None, store: str,
 
 
 def measure(system: str, n: int, args: argparse.Namespace, url: str | None) -> dict[str, Any]:
+    largest = n == max(args.size_list)
     cmd = [sys.executable, "-m", "bench.bench_sync", "--one", system, "--sizes", str(n),
-           "--embedder", args.embedder, "--store", args.store]
+           "--embedder", args.embedder, "--store", args.store, "--repeat", str(args.repeat),
+           "--page-sizes", args.page_sizes if largest else ""]
     if url:
         cmd += ["--url", url]
-    if system == "flowreg" and n == max(args.size_list) and args.page_sizes:
-        cmd += ["--page-sizes", args.page_sizes]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{system} N={n} failed:\n{out.stderr[-3000:]}")
@@ -93,13 +93,17 @@ def main() -> None:
                         help="skip the naive baseline above this N (estimated instead)")
     parser.add_argument("--page-sizes", default="256,1000,10000",
                         help="scroll page sizes to compare at the largest N ('' for none)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs of flowreg's no-op re-apply and of the bare scroll "
+                             "(interleaved; medians are reported)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.size_list = [int(s) for s in args.sizes.split(",") if s]
     if args.one:
         pages = [int(p) for p in args.page_sizes.split(",") if p] if args.page_sizes else []
-        result = run_one(args.one, args.size_list[0], args.embedder, args.url, args.store, pages)
+        result = run_one(args.one, args.size_list[0], args.embedder, args.url, args.store, pages,
+                         args.repeat)
         print(json.dumps(result))
         return
 
@@ -155,7 +159,12 @@ def main() -> None:
         ph = {p["phase"]: p["wall"] for p in fr["phases"]}
         noop, scroll = ph["no-op re-apply"], ph["floor: bare scroll"]
         first, upsert = ph["first apply"], ph["floor: bare batched upsert"]
-        line = f"N={n}: no-op / bare scroll = {noop / scroll:.2f}x"
+        runs = {p["phase"]: p.get("runs") for p in fr["phases"]}
+        if runs.get("no-op re-apply") and runs.get("floor: bare scroll"):
+            pairs = zip(runs["no-op re-apply"], runs["floor: bare scroll"], strict=True)
+            print(f"N={n}: {len(runs['no-op re-apply'])} runs of no-op / bare scroll (s): "
+                  + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in pairs))
+        line = f"N={n}: no-op / bare scroll (medians) = {noop / scroll:.2f}x"
         line += f"; first apply / bare upsert = {first / upsert:.2f}x"
         lc = results.get(("langchain", n))
         if lc:

@@ -88,42 +88,60 @@ class Phase:
                 "q_writes": sum(calls[w] for w in WRITES)}
 
 
+def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time, with every run's wall time in ``runs``."""
+    ordered = sorted(runs, key=lambda r: r["wall"])
+    return {**ordered[len(ordered) // 2], "runs": [r["wall"] for r in runs]}
+
+
 def open_async(location: str) -> AsyncQdrantClient:
     return AsyncQdrantClient(location=":memory:") if location == ":memory:" \
         else AsyncQdrantClient(path=location)
 
 
 async def run_flowreg(n: int, embedder_kind: str, url: str | None, location: str,
-                      page_sizes: Sequence[int] = ()) -> list[dict[str, Any]]:
+                      page_sizes: Sequence[int] = (), repeat: int = 5) -> list[dict[str, Any]]:
+    """flowreg's phases and its floors. The no-op re-apply and the bare scroll (both read-only)
+    run ``repeat`` times, interleaved so that a noisy machine slows both alike; each reports
+    its median, with every run's time in ``runs``."""
     client = open_async(location)
     counts = count_calls(client)
     store = FlowStore(client, "flows", local=True)
     emb = CountingEmbedder(make_embedder(embedder_kind, url))
     engine = SyncEngine(store, emb)
-    results = []
     # Each phase gets freshly built flows, as a new process would: no checksum is cached.
-    for name, reg in (("first apply", make_registry(n)), ("no-op re-apply", make_registry(n)),
-                      ("1% changed", change_one_percent(make_registry(n)))):
-        with Phase(name, counts, emb) as phase:
-            await engine.apply(reg)
-        results.append(phase.result())
+    with Phase("first apply", counts, emb) as first:
+        await engine.apply(make_registry(n))
+    results = [first.result()]
     results[0]["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # The floor: the same scroll (payload subset, no vectors, flowreg's page size), nothing
-    # else, with the garbage collector paused as flowreg pauses it.
-    gc.disable()
-    with Phase("floor: bare scroll", counts, emb) as phase:
-        offset: Any = None
-        seen = 0
-        while True:
-            records, offset = await client.scroll("flows", limit=store.page_size, offset=offset,
-                                                  with_payload=SNAPSHOT_FIELDS,
-                                                  with_vectors=False)
-            seen += len(records)
-            if offset is None:
-                break
-    gc.enable()
-    assert seen == n
-    results.append(phase.result())
+    noops: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
+    for _ in range(max(1, repeat)):
+        registry = make_registry(n)
+        with Phase("no-op re-apply", counts, emb) as phase:
+            await engine.apply(registry)
+        noops.append(phase.result())
+        del registry
+        # The floor: the same scroll (payload subset, no vectors, flowreg's page size),
+        # nothing else, with the garbage collector paused as flowreg pauses it.
+        gc.disable()
+        with Phase("floor: bare scroll", counts, emb) as phase:
+            offset: Any = None
+            pages = []
+            while True:
+                records, offset = await client.scroll(
+                    "flows", limit=store.page_size, offset=offset, with_payload=SNAPSHOT_FIELDS,
+                    with_vectors=False)
+                pages.append(records)
+                if offset is None:
+                    break
+        assert sum(map(len, pages)) == n
+        del pages, records
+        gc.enable()
+        floors.append(phase.result())
+    with Phase("1% changed", counts, emb) as phase:
+        await engine.apply(change_one_percent(make_registry(n)))
+    results += [median(noops), phase.result(), median(floors)]
     for size in page_sizes:
         with Phase(f"scroll, pages of {size}", counts, emb) as phase:
             offset = None

@@ -148,7 +148,7 @@ async def test_deep_check_repairs_a_point_altered_behind_our_back(counted):
 
 
 async def test_deep_check_moves_a_point_written_off_its_id_without_embedding(counted):
-    store, calls = counted
+    store, _ = counted
     engine = SyncEngine(store, HashingEmbedder())
     await engine.apply(registry(3))
     pid = point_id("agent", "flow_00001")

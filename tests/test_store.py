@@ -84,3 +84,20 @@ async def test_delete_owned_removes_exactly_the_owners_points():
     assert await engine.delete_registry("agent_1", "default/mine") == 3
     assert await store.count() == 2
     await store.close()
+
+
+async def test_a_point_without_an_owner_at_a_declared_flows_id_is_a_conflict_left_alone():
+    store = FlowStore.open(":memory:")
+    engine = SyncEngine(store, HashingEmbedder())
+    await store.ensure_collection(engine.embedder.dimension)
+    reg = registry(2)
+    name = reg.flows[0].name
+    pid = point_id(reg.agent_id, name)
+    stranger = {"agent_id": reg.agent_id, "name": name, "note": "written by hand"}
+    await store.client.upsert(store.collection, [models.PointStruct(
+        id=pid, vector=[1.0] * engine.embedder.dimension, payload=stranger)])
+    report = await engine.apply(reg)
+    assert report.conflicts == [{"flow": name, "owner": None}]
+    [record] = await store.client.retrieve(store.collection, [pid], with_payload=True)
+    assert record.payload == stranger
+    await store.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -29,7 +29,10 @@ class _cached(Generic[T]):
 
     def __get__(self, obj: Any, owner: type | None = None) -> T:
         value = self.fn(obj)
-        obj.__dict__[self.name] = value  # the instance attribute shadows this descriptor
+        # The instance attribute shadows this descriptor from now on. Set as an attribute, not
+        # through ``obj.__dict__``: touching that would give every flow a dict of its own (an
+        # object the garbage collector must then scan) instead of the shared-key layout.
+        object.__setattr__(obj, self.name, value)
         return value
 
 
@@ -147,6 +150,72 @@ class StoredPoint(NamedTuple):
     checksum: str | None
     text_checksum: str | None
     embedder: str | None
+
+
+Entry = tuple[str, Mapping[str, Any]]
+"""A point as read for planning: its id and its payload subset (``SNAPSHOT_FIELDS``)."""
+
+
+class Snapshot:
+    """The points one agent has in the store, by flow name, as read for planning.
+
+    ``first[name]`` is the first point read under ``name``; ``more`` holds every further point
+    under a name already seen (duplicates, or the same name held by several owners): the plan
+    looks there only for names it finds in ``multi``. Entries keep the payload subset as the
+    store returned it, so reading 50,000 points makes no object per point beyond the entry.
+    Iterating gives ``StoredPoint``s (all of them, in the order read).
+    """
+
+    __slots__ = ("agent_id", "first", "more", "multi")
+
+    def __init__(self, agent_id: str, first: dict[str, Entry] | None = None,
+                 more: list[Entry] | None = None) -> None:
+        self.agent_id = agent_id
+        self.first: dict[str, Entry] = first if first is not None else {}
+        self.more: list[Entry] = more if more is not None else []
+        self.multi: frozenset[str] = frozenset(payload["name"] for _, payload in self.more)
+
+    @classmethod
+    def of(cls, agent_id: str, points: Iterable[StoredPoint]) -> Snapshot:
+        """The snapshot holding ``points`` of ``agent_id`` (points of other agents are left out)."""
+        first: dict[str, Entry] = {}
+        more: list[Entry] = []
+        for p in points:
+            if p.agent_id != agent_id:
+                continue
+            entry = (p.id, {"agent_id": p.agent_id, "name": p.name, "owner": p.owner,
+                            "checksum": p.checksum, "text_checksum": p.text_checksum,
+                            "embedder": p.embedder})
+            if p.name in first:
+                more.append(entry)
+            else:
+                first[p.name] = entry
+        return cls(agent_id, first, more)
+
+    def named(self, name: str) -> list[StoredPoint]:
+        """Every point under ``name``, the first read first."""
+        entry = self.first.get(name)
+        if entry is None:
+            return []
+        points = [self._point(entry)]
+        if name in self.multi:
+            points.extend(self._point(e) for e in self.more if e[1]["name"] == name)
+        return points
+
+    def __iter__(self) -> Iterator[StoredPoint]:
+        for entry in self.first.values():
+            yield self._point(entry)
+        for entry in self.more:
+            yield self._point(entry)
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.more)
+
+    def _point(self, entry: Entry) -> StoredPoint:
+        pid, payload = entry
+        get = payload.get
+        return StoredPoint(pid, self.agent_id, get("name"), get("owner"), get("checksum"),
+                           get("text_checksum"), get("embedder"))
 
 
 def plain(value: Any) -> Any:

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from itertools import chain
 
 from flowreg.errors import DeletionGuard
-from flowreg.flow import Flow, Registry, StoredPoint, SyncPolicy, point_id
+from flowreg.flow import Flow, Registry, Snapshot, StoredPoint, SyncPolicy, point_id
 
 
 class VectorSource(str, Enum):
@@ -95,13 +94,14 @@ class Plan:
         return tuple(r for r in self.deletes if r.reason is RemovalReason.UNDECLARED)
 
 
-def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
+def plan_sync(registry: Registry, points: Snapshot | Iterable[StoredPoint], embedder: str,
               policy: SyncPolicy | None = None, *, verify_ids: bool = True) -> Plan:
     """The minimum set of changes that makes the store hold exactly ``registry``'s flows.
 
-    ``points`` are the stored points of ``registry.agent_id`` (others are ignored). Points whose
-    owner differs from ``registry.owner`` are never written or deleted: a declared name held by
-    another owner becomes a ``Conflict``. Every write goes to the flow's canonical point id.
+    ``points`` are what the store holds for ``registry.agent_id`` (points of other agents are
+    ignored). Points whose owner differs from ``registry.owner`` are never written or deleted:
+    a declared name held by another owner becomes a ``Conflict``. Every write goes to the
+    flow's canonical point id.
 
     With ``verify_ids`` (the default) a flow is skipped only if its one point sits at its
     canonical id; without it, the one current point of a flow is trusted wherever it sits (as
@@ -111,44 +111,38 @@ def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
     """
     policy = policy or SyncPolicy()
     agent, owner = registry.agent_id, registry.owner
-    mine: dict[str, StoredPoint] = {}  # the first point of ours under each name
-    extra: dict[str, list[StoredPoint]] = {}  # further points of ours under a name
-    foreign: dict[str, StoredPoint] = {}
-    for p in points:
-        if p.agent_id != agent:
-            continue
-        if p.owner == owner:
-            if mine.setdefault(p.name, p) is not p:
-                extra.setdefault(p.name, []).append(p)
-        else:
-            foreign.setdefault(p.name, p)
+    snapshot = points if isinstance(points, Snapshot) else Snapshot.of(agent, points)
+    if snapshot.agent_id != agent:
+        raise ValueError(f"a snapshot of agent {snapshot.agent_id!r} cannot plan agent {agent!r}")
+    first, multi = snapshot.first, snapshot.multi
 
     creates: list[Write] = []
     updates: list[Write] = []
     deletes: list[Removal] = []
     skips: list[str] = []
     conflicts: list[Conflict] = []
-    matched = 0  # names of ours that are declared
+    matched = 0  # declared names found in the snapshot
     skip = skips.append
 
     for flow in registry.flows:
         name = flow.name
-        held = mine.get(name)
-        if held is not None:
+        entry = first.get(name)
+        if entry is not None:
             matched += 1
-        if foreign:
-            other = foreign.get(name)
-            if other is not None:
-                conflicts.append(Conflict(name, other.owner, other.id))
+            # The usual case, kept tight: one point, ours, current, where it belongs.
+            payload = entry[1]
+            if (payload.get("checksum") == flow.content_checksum
+                    and payload.get("owner") == owner and payload.get("embedder") == embedder
+                    and name not in multi
+                    and (not verify_ids or entry[0] == point_id(agent, name))):
+                skip(name)
                 continue
-        # The usual case, kept tight: one point of ours, current, where it belongs.
-        if (held is not None and held.checksum == flow.content_checksum
-                and held.embedder == embedder and not (extra and name in extra)
-                and (not verify_ids or held.id == point_id(agent, name))):
-            skip(name)
+        existing = snapshot.named(name)
+        other = next((p for p in existing if p.owner != owner), None)
+        if other is not None:
+            conflicts.append(Conflict(name, other.owner, other.id))
             continue
         pid = point_id(agent, name)
-        existing = [held, *extra.get(name, ())] if held is not None else []
         canonical = next((p for p in existing if p.id == pid), None)
         deletes.extend(Removal(p.id, p.name, RemovalReason.DUPLICATE)
                        for p in existing if p is not canonical)
@@ -162,12 +156,10 @@ def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
             updates.append(Write(flow, pid, VectorSource.EMBED))
 
     undeclared: list[StoredPoint] = []
-    if matched < len(mine):
+    if matched < len(first):
         declared = {f.name for f in registry.flows}
-        for name, p in mine.items():
-            if name not in declared:
-                undeclared.append(p)
-                undeclared.extend(extra.get(name, ()))
+        undeclared = [p for name in first if name not in declared
+                      for p in snapshot.named(name) if p.owner == owner]
     renames: list[tuple[str, str]] = []
     kept: list[str] = []
     removed_as_rename: set[str] = set()
@@ -187,8 +179,8 @@ def plan_sync(registry: Registry, points: Iterable[StoredPoint], embedder: str,
                 creates[i] = Write(w.flow, w.point_id, VectorSource.COPY, old.id)
     # A vector already stored for the same text and model is copied, never re-embedded.
     if any(w.vector is VectorSource.EMBED for w in (*creates, *updates)):
-        donors = {p.text_checksum: p for p in chain(mine.values(), *extra.values())
-                  if p.embedder == embedder and p.text_checksum}
+        donors = {p.text_checksum: p for p in snapshot
+                  if p.owner == owner and p.embedder == embedder and p.text_checksum}
         for writes in (creates, updates):
             for i, w in enumerate(writes):
                 donor = donors.get(w.flow.text_checksum)

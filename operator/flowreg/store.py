@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from qdrant_client import AsyncQdrantClient, models
 
 from flowreg.errors import StoreIncompatible, StoreUnavailable
-from flowreg.flow import Flow, StoredPoint
+from flowreg.flow import Entry, Flow, Snapshot, StoredPoint
 
 DEFAULT_COLLECTION = "flowreg_flows"
 DEFAULT_LOCATION = ".flowreg/qdrant"
@@ -33,7 +33,6 @@ CONTENT_FIELDS = ["description", "examples", "conditions", "blueprint"]
 LOCAL_PAGE_SIZE = 50_000  # local mode re-sorts all ids on every page: few, large pages
 REMOTE_PAGE_SIZE = 2_000
 WRITE_CALLS = ("batch_update_points", "upsert", "delete", "overwrite_payload")
-_EMPTY: Mapping[str, Any] = {}
 
 T = TypeVar("T")
 
@@ -180,7 +179,7 @@ class FlowStore:
         return bool(await self._call("collection_exists", self.client.collection_exists,
                                      self.collection))
 
-    async def snapshot(self, agent_id: str, *, deep: bool = False) -> list[StoredPoint]:
+    async def snapshot(self, agent_id: str, *, deep: bool = False) -> Snapshot:
         """Every point of ``agent_id``: payload subset, no vectors, all pages (no cap).
 
         With ``deep``, the stored content is read too and the checksums are recomputed from it,
@@ -188,21 +187,25 @@ class FlowStore:
         A missing collection reads as empty.
         """
         if not await self.collection_exists():
-            return []
+            return Snapshot(agent_id)
         if deep:
-            return [point async for point in self._deep_snapshot(agent_id)]
-        points: list[StoredPoint] = []
-        append = points.append
-        make = tuple.__new__  # StoredPoint's own __new__ is a Python function: skip it
+            return Snapshot.of(agent_id, [p async for p in self._deep_snapshot(agent_id)])
+        first: dict[str, Entry] = {}
+        more: list[Entry] = []
         async for page in self._pages(agent_id, SNAPSHOT_FIELDS):
             for record in page:
-                get = (record.payload or _EMPTY).get
-                name = get("name")
-                if get("agent_id") == agent_id and type(name) is str:
-                    append(make(StoredPoint, (str(record.id), agent_id, name, get("owner"),
-                                              get("checksum"), get("text_checksum"),
-                                              get("embedder"))))
-        return points
+                payload: Any = record.payload
+                try:
+                    name = payload["name"]
+                    if payload["agent_id"] != agent_id or type(name) is not str:
+                        continue
+                except (KeyError, TypeError):  # not a flowreg point
+                    continue
+                if name in first:
+                    more.append((str(record.id), payload))
+                else:
+                    first[name] = (str(record.id), payload)
+        return Snapshot(agent_id, first, more)
 
     async def _deep_snapshot(self, agent_id: str) -> AsyncIterator[StoredPoint]:
         """``snapshot(deep=True)``: checksums recomputed from the stored content."""

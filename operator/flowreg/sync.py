@@ -69,9 +69,7 @@ class SyncEngine:
         if await self.store.collection_exists():
             await self.store.ensure_collection(await self.dimension())
         with _no_gc():
-            points = await self.store.snapshot(registry.agent_id, deep=deep)
-            plan = plan_sync(registry, points, self.embedder.identity, policy,
-                                 verify_ids=deep)
+            plan = await self._plan(registry, policy, deep)
         report = _report_of(plan, SyncReport(registry.agent_id, registry.owner, dry_run=True))
         return PlannedSync(plan, report)
 
@@ -100,9 +98,7 @@ class SyncEngine:
         try:
             await self.store.ensure_collection(await self.dimension())
             with _no_gc():
-                points = await self.store.snapshot(registry.agent_id, deep=deep)
-                plan = plan_sync(registry, points, self.embedder.identity, policy,
-                                 verify_ids=deep)
+                plan = await self._plan(registry, policy, deep)
             guard(plan, registry, policy)
             if on_plan is not None:
                 await on_plan(plan)
@@ -125,6 +121,11 @@ class SyncEngine:
         if self.history is not None:
             self.history.finish(run_id, "succeeded", report=report.to_dict(max_names=50))
         return report
+
+    async def _plan(self, registry: Registry, policy: SyncPolicy, deep: bool) -> Plan:
+        # The snapshot is freed before the collector resumes (see _no_gc).
+        return plan_sync(registry, await self.store.snapshot(registry.agent_id, deep=deep),
+                         self.embedder.identity, policy, verify_ids=deep)
 
     async def dimension(self) -> int:
         """The embedder's vector size, asking the backend once if it is not configured."""
@@ -228,6 +229,8 @@ def _no_gc() -> Iterator[None]:
 
     They are acyclic and short-lived, but each collection would scan every object of the
     process, embedded Qdrant's included: with 50,000 stored flows that doubles a snapshot.
+    Free them before the block ends: the collector counts objects made and not yet freed, and
+    would otherwise run as soon as it resumes.
     """
     was_enabled = gc.isenabled()
     gc.disable()
