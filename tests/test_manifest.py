@@ -104,6 +104,19 @@ def test_blueprint_with_dangling_reference_is_rejected(write_manifest):
     assert 'unknown step "nowhere"' in problem
 
 
+def test_undeclared_fields_are_rejected_not_dropped(write_manifest):
+    """A typo would be dropped by the apiserver: offline it is an error naming flow and field."""
+    flows = make_flows(2)
+    flows[1]["blueprint"] = {"version": 1, "steps": [{"id": "s0", "handler": "h.a",
+                                                      "onerror": "s0"}]}
+    flows[1]["exmaples"] = ["a typo"]
+    problems = problems_of(write_manifest(registry_doc(flows)))
+    assert len(problems) == 2
+    assert any('flow "flow_00001", field "blueprint.steps[0].onerror": unknown field "onerror"'
+               in p for p in problems)
+    assert any('field "exmaples": unknown field' in p for p in problems)
+
+
 def test_blueprint_duplicate_step_ids_are_rejected(write_manifest):
     flows = make_flows(1)
     flows[0]["blueprint"] = {"version": 1, "steps": [

@@ -2,9 +2,12 @@
 
 ``crds/flowregistry.yaml`` is the one schema: this module loads its ``openAPIV3Schema`` and
 checks objects the way the apiserver does for everything a structural schema states (types,
-required fields, patterns, bounds, enums, ``x-kubernetes-list-type: map`` key uniqueness) and
-applies its defaults. CEL rules in ``x-kubernetes-validations`` compare with the old object
-(transition rules) and have no meaning offline, so they are left to the apiserver.
+required fields, patterns, bounds, enums, ``x-kubernetes-list-type: map`` key uniqueness,
+fields the schema does not declare) and applies its defaults. Undeclared fields are errors, as
+with ``kubectl apply``'s strict field validation: the apiserver would drop them, so a file that
+kept them would not mean, or checksum, the same offline and in a cluster. CEL rules in
+``x-kubernetes-validations`` compare with the old object (transition rules) and have no meaning
+offline, so they are left to the apiserver.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ def validate(obj: Any) -> list[SchemaError]:
         for err in _validator().iter_errors(obj)
     ]
     errors.extend(_list_map_duplicates(object_schema(), obj, ()))
+    errors.extend(_unknown_fields(object_schema(), obj, ()))
     return sorted(errors, key=lambda e: [str(p).zfill(8) for p in e.path])
 
 
@@ -143,6 +147,23 @@ def _type_name(value: Any) -> str:
 def _short(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unknown_fields(schema: dict[str, Any], obj: Any, path: Path_) -> Iterator[SchemaError]:
+    """Fields of ``obj`` that ``schema`` does not declare, where it declares any."""
+    if isinstance(obj, dict):
+        declared = schema.get("properties")
+        if declared is None or schema.get("x-kubernetes-preserve-unknown-fields"):
+            return
+        for key, value in obj.items():
+            sub = declared.get(key)
+            if sub is None:
+                yield SchemaError((*path, key), f'unknown field "{key}" (not in the schema)')
+            else:
+                yield from _unknown_fields(sub, value, (*path, key))
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(obj):
+            yield from _unknown_fields(schema["items"], item, (*path, index))
 
 
 def _list_map_duplicates(schema: dict[str, Any], obj: Any, path: Path_) -> Iterator[SchemaError]:
