@@ -123,7 +123,8 @@ async def run_flowreg(n: int, embedder_kind: str, url: str | None, location: str
         noops.append(phase.result())
         del registry
         # The floor: the same scroll (payload subset, no vectors, flowreg's page size),
-        # nothing else, with the garbage collector paused as flowreg pauses it.
+        # nothing else, with the garbage collector paused as flowreg pauses it. Like flowreg's
+        # apply, it is timed until what it read is released.
         gc.disable()
         with Phase("floor: bare scroll", counts, emb) as phase:
             offset: Any = None
@@ -135,9 +136,10 @@ async def run_flowreg(n: int, embedder_kind: str, url: str | None, location: str
                 pages.append(records)
                 if offset is None:
                     break
-        assert sum(map(len, pages)) == n
-        del pages, records
+            read = sum(map(len, pages))
+            del pages, records
         gc.enable()
+        assert read == n
         floors.append(phase.result())
     with Phase("1% changed", counts, emb) as phase:
         await engine.apply(change_one_percent(make_registry(n)))

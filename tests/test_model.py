@@ -35,7 +35,8 @@ def test_canonical_json_ignores_key_order_and_keeps_unicode():
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+    | st.dictionaries(st.integers(-(2**70), 2**70), inner, max_size=4),
     max_leaves=12)
 
 

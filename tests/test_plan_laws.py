@@ -40,10 +40,14 @@ def registries(owner: str = OWNER) -> st.SearchStrategy[Registry]:
 
 
 @st.composite
-def stored_points(draw: st.DrawFn) -> list[StoredPoint]:
+def stored_points(draw: st.DrawFn, declared: Registry | None = None) -> list[StoredPoint]:
+    """Points of any owner, agent, model and id; with ``declared``, many hold a declared flow
+    as it is declared (the state a plan skips, unless owner, agent, model or id say no)."""
     points = []
+    source = flows() if declared is None or not declared.flows \
+        else flows() | st.sampled_from(declared.flows)
     for _ in range(draw(st.integers(0, 8))):
-        flow = draw(flows())
+        flow = draw(source)
         owner = draw(st.sampled_from([OWNER, OWNER, OTHER, None]))
         canonical = draw(st.booleans())
         agent = draw(st.sampled_from([AGENT, AGENT, "other-agent"]))
@@ -55,6 +59,13 @@ def stored_points(draw: st.DrawFn) -> list[StoredPoint]:
             embedder=draw(st.sampled_from([EMBEDDER, EMBEDDER, "old-model/384"]))))
     # One point per id, as in a real collection.
     return list({p.id: p for p in points}.values())
+
+
+@st.composite
+def states(draw: st.DrawFn) -> tuple[Registry, list[StoredPoint]]:
+    """A declaration and a store that may already hold some of it."""
+    registry = draw(registries())
+    return registry, draw(stored_points(registry))
 
 
 def simulate(plan: Plan, points: list[StoredPoint]) -> list[StoredPoint]:
@@ -73,8 +84,9 @@ IDS = pytest.mark.parametrize("verify_ids", [True, False], ids=["verify-ids", "t
 
 
 @IDS
-@given(registries(), stored_points())
-def test_applying_a_plan_makes_the_store_equal_the_declaration(verify_ids, registry, points):
+@given(states())
+def test_applying_a_plan_makes_the_store_equal_the_declaration(verify_ids, state):
+    registry, points = state
     plan = plan_sync(registry, points, EMBEDDER, verify_ids=verify_ids)
     after = simulate(plan, points)
     conflicted = {c.name for c in plan.conflicts}
@@ -93,8 +105,9 @@ def test_applying_a_plan_makes_the_store_equal_the_declaration(verify_ids, regis
 
 
 @IDS
-@given(registries(), stored_points())
-def test_planning_again_after_applying_gives_only_skips(verify_ids, registry, points):
+@given(states())
+def test_planning_again_after_applying_gives_only_skips(verify_ids, state):
+    registry, points = state
     after = simulate(plan_sync(registry, points, EMBEDDER, verify_ids=verify_ids), points)
     again = plan_sync(registry, after, EMBEDDER, verify_ids=verify_ids)
     assert again.is_noop
@@ -103,8 +116,9 @@ def test_planning_again_after_applying_gives_only_skips(verify_ids, registry, po
 
 
 @IDS
-@given(registries(), stored_points())
-def test_other_owners_and_agents_are_never_touched(verify_ids, registry, points):
+@given(states())
+def test_other_owners_and_agents_are_never_touched(verify_ids, state):
+    registry, points = state
     plan = plan_sync(registry, points, EMBEDDER, verify_ids=verify_ids)
     foreign = {p.id for p in points if p.owner != OWNER or p.agent_id != AGENT}
     assert foreign.isdisjoint(r.point_id for r in plan.deletes)
@@ -114,8 +128,9 @@ def test_other_owners_and_agents_are_never_touched(verify_ids, registry, points)
 
 
 @IDS
-@given(registries(), stored_points())
-def test_only_changed_text_or_model_is_embedded(verify_ids, registry, points):
+@given(states())
+def test_only_changed_text_or_model_is_embedded(verify_ids, state):
+    registry, points = state
     plan = plan_sync(registry, points, EMBEDDER, verify_ids=verify_ids)
     vectors = {(p.text_checksum, p.embedder) for p in points
                if p.owner == OWNER and p.agent_id == AGENT}
@@ -124,8 +139,9 @@ def test_only_changed_text_or_model_is_embedded(verify_ids, registry, points):
             assert (write.flow.text_checksum, EMBEDDER) not in vectors
 
 
-@given(registries(), stored_points())
-def test_an_empty_or_unpruned_plan_never_loses_undeclared_flows(registry, points):
+@given(states())
+def test_an_empty_or_unpruned_plan_never_loses_undeclared_flows(state):
+    registry, points = state
     plan = plan_sync(registry, points, EMBEDDER, SyncPolicy(prune=False))
     declared = {f.name for f in registry.flows}
     assert all(r.name in declared for r in plan.deletes)

@@ -17,7 +17,8 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
                             allow_nan=False)
 
 
-_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+CANONICAL_OPTIONS = orjson.OPT_SORT_KEYS
+"""orjson's options for the canonical encoding."""
 _dumps = orjson.dumps
 _sha256 = hashlib.sha256
 
@@ -25,27 +26,30 @@ _sha256 = hashlib.sha256
 def canonical_json(value: Any) -> str:
     """Encode ``value`` so that equal data always gives equal text.
 
-    Keys are sorted, no insignificant white space, non-ASCII kept as UTF-8, floats in Python's
-    shortest round-trip form: exactly ``json.dumps(value, sort_keys=True, separators=(",",
-    ":"), ensure_ascii=False)``. Raises ``TypeError`` or ``ValueError`` for values JSON cannot
-    hold.
+    Keys are sorted, no insignificant white space, non-ASCII kept as UTF-8. For strings,
+    integers, booleans, null, lists and string-keyed objects (all a valid FlowRegistry can
+    hold) this is exactly ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)``, integer keys included. Floats, which no valid flow holds, are written
+    in their shortest round-trip form (``1e-7``, not Python's ``1e-07``); NaN and infinities have
+    no defined encoding. Raises ``TypeError`` for values JSON cannot hold.
     """
     return canonical_bytes(value).decode("utf-8")
 
 
 def canonical_bytes(value: Any) -> bytes:
-    """``canonical_json(value)`` as UTF-8, computed by orjson (several times faster) when it
-    can encode the value, else by the standard library; both give the same bytes."""
+    """``canonical_json(value)`` as UTF-8: orjson's encoding (several times faster) where it
+    can encode the value, else the standard library's (integers beyond 64 bits, non-string
+    keys)."""
     try:
-        return orjson.dumps(value, option=_ORJSON_OPTIONS)
-    except TypeError:  # e.g. integers beyond 64 bits
+        return _dumps(value, option=CANONICAL_OPTIONS)
+    except TypeError:
         return _ENCODER.encode(value).encode("utf-8")
 
 
 def sha256_of(value: Any) -> str:
     """``sha256:<64 hex>`` of the canonical JSON of ``value``."""
     try:  # canonical_bytes, inlined: this runs for every declared flow on every sync
-        encoded = _dumps(value, option=_ORJSON_OPTIONS)
+        encoded = _dumps(value, option=CANONICAL_OPTIONS)
     except TypeError:
         encoded = _ENCODER.encode(value).encode("utf-8")
     return PREFIX + _sha256(encoded).hexdigest()

@@ -13,9 +13,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from flowreg.checksum import sha256_of, sha256_text
+import orjson
+
+from flowreg.checksum import CANONICAL_OPTIONS, PREFIX, sha256_of, sha256_text
 
 T = TypeVar("T")
+
+_dumps = orjson.dumps
+_sha256 = hashlib.sha256
 
 CHECKSUM_FORMAT = 1
 """Version of the checksummed encoding; bump it only with a migration note."""
@@ -81,10 +86,16 @@ class Flow:
     @_cached
     def content_checksum(self) -> str:
         """``sha256:<64 hex>`` over the canonical JSON of ``content()``."""
-        # content() inlined, tuples left as they are: they encode as the same JSON arrays.
-        return sha256_of({"format": CHECKSUM_FORMAT, "description": self.description,
-                          "examples": self.examples, "conditions": self.conditions,
-                          "blueprint": self.blueprint})
+        # content() and sha256_of inlined (this runs for every declared flow on every sync);
+        # tuples are left as they are: they encode as the same JSON arrays.
+        content = {"format": CHECKSUM_FORMAT, "description": self.description,
+                   "examples": self.examples, "conditions": self.conditions,
+                   "blueprint": self.blueprint}
+        try:
+            encoded = _dumps(content, option=CANONICAL_OPTIONS)
+        except TypeError:  # beyond orjson: sha256_of takes the standard library's way
+            return sha256_of(content)
+        return PREFIX + _sha256(encoded).hexdigest()
 
     @_cached
     def embedding_text(self) -> str:
