@@ -179,6 +179,33 @@ async def test_metrics_count_syncs_operations_and_texts():
         await rec.close()
 
 
+async def test_a_drift_check_queued_behind_a_sync_does_not_sync_again():
+    """On start-up every registry is resumed while the drift timer ticks: one sync, not two."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from flowreg.controller.metrics import Metrics
+
+    registry = CollectorRegistry()
+    rec = Reconciler(parse_config({}), RecordingSink(), Metrics(registry))
+    body = body_of(make_flows(50), interval="1s")
+    try:
+        assert rec.due(body)  # never checked by this process
+        change = asyncio.create_task(rec.reconcile(body, trigger="resume"))
+        await asyncio.sleep(0)  # the resume holds the registry's lock
+        assert await rec.check_drift(body) is None
+        assert (await change).reason == "Synced"
+        assert registry.get_sample_value("flowreg_syncs_total", {"result": "Synced"}) == 1
+        assert not rec.due(body)
+        await asyncio.sleep(1.1)  # the interval has passed
+        assert rec.due(body)
+        assert (await rec.check_drift(body)).reason == "Synced"
+        assert registry.get_sample_value("flowreg_syncs_total", {"result": "Synced"}) == 2
+    finally:
+        await rec.close()
+
+
 def test_logs_never_show_api_keys(caplog, monkeypatch):
     import logging
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,34 @@ def ready_at_generation(obj: dict[str, Any], reason: str = "Synced") -> bool:
                 and (obj.get("status") or {}).get("observedGeneration")
                 == obj["metadata"]["generation"]
                 and cond.get("observedGeneration") == obj["metadata"]["generation"])
+
+
+def wait_watching(api: client.ApiClient, prefix: str, timeout: float = 60.0) -> None:
+    """Return once the operator syncs registries in new namespaces named ``<prefix>-*``.
+
+    kopf lists namespaces once, then starts its namespace watch with a second listing whose
+    items it ignores: a namespace created between the two is not seen until it changes. A
+    canary namespace, relabelled until the operator syncs a registry in it, shows that the
+    watch is live, so namespaces made after this are seen as they are created.
+    """
+    core = client.CoreV1Api(api)
+    namespace = f"{prefix}-canary-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL,
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowRegistry",
+         "metadata": {"name": "canary", "namespace": namespace},
+         "spec": {"agentId": f"canary_{uuid.uuid4().hex[:8]}",
+                  "flows": [{"name": "canary", "description": "a canary flow"}]}})
+    deadline = time.monotonic() + timeout
+    touches = 0
+    while not ready_at_generation(get_registry(api, namespace, "canary")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the operator did not sync a registry in {namespace}")
+        time.sleep(0.5)
+        touches += 1
+        if touches % 4 == 0:  # a change to the namespace: seen by a live watch
+            core.patch_namespace(namespace, {"metadata": {"labels": {"touch": str(touches)}}})
 
 
 def delete_and_wait_gone(api: client.ApiClient, namespace: str, name: str,

@@ -32,6 +32,7 @@ from tests.e2e.operator_harness import (
     get_registry,
     ready_at_generation,
     wait_for,
+    wait_watching,
     write_config,
 )
 
@@ -45,7 +46,7 @@ def crd_installed(kube_api, apply_manifest):
 
 
 @pytest.fixture(scope="module")
-def operator(crd_installed, kubeconfig_path, tmp_path_factory):
+def operator(crd_installed, kube_api, kubeconfig_path, tmp_path_factory):
     work = tmp_path_factory.mktemp("operator")
     config = write_config(work / "config.yaml")
     text = yaml.safe_load(config.read_text())
@@ -53,6 +54,7 @@ def operator(crd_installed, kubeconfig_path, tmp_path_factory):
     config.write_text(yaml.safe_dump(text))
     with InProcessOperator(kubeconfig_path, config, "flowreg-e2e-*") as op:
         op.work = work
+        wait_watching(kube_api, "flowreg-e2e")
         yield op
 
 

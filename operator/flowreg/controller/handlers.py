@@ -94,8 +94,7 @@ async def drift_check(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     reconciler = _reconciler(memo)
     if body.get("metadata", {}).get("deletionTimestamp"):
         return
-    if reconciler.due(body):
-        await reconciler.reconcile(body, trigger="drift")
+    await reconciler.check_drift(body)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

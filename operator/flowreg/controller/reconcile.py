@@ -98,19 +98,37 @@ class Reconciler:
         self._checked.pop(_uid(body), None)
         self._locks.pop(_uid(body), None)
 
+    async def check_drift(self, body: Mapping[str, Any]) -> Outcome | None:
+        """Reconcile ``body`` with a deep check if one is ``due``; ``None`` if not.
+
+        Judged once the registry's lock is held: a sync that was running meanwhile (as on
+        start-up, when every registry is resumed) makes the check not due, so the registry is
+        not synced a second time right after.
+        """
+        async with self._lock(body):
+            if not self.due(body):
+                return None
+            return await self._reconcile(body, "drift")
+
     async def reconcile(self, body: Mapping[str, Any], *, trigger: str) -> Outcome:
         """Sync one FlowRegistry; ``trigger`` is ``change``, ``resume`` or ``drift``."""
+        async with self._lock(body):
+            return await self._reconcile(body, trigger)
+
+    def _lock(self, body: Mapping[str, Any]) -> asyncio.Lock:
+        return self._locks.setdefault(_uid(body), asyncio.Lock())
+
+    async def _reconcile(self, body: Mapping[str, Any], trigger: str) -> Outcome:
         uid = _uid(body)
-        async with self._locks.setdefault(uid, asyncio.Lock()):
-            started = time.monotonic()
-            before = plain(body.get("status") or {})
-            outcome, report, transient = await self._sync(body, trigger)
-            previous = self._checked.get(uid)
-            failures = (previous.failures + 1) if (transient and previous) else int(transient)
-            self._checked[uid] = _Checked(time.monotonic(), transient, failures)
-            self.metrics.sync_finished(outcome.reason, time.monotonic() - started, report)
-            await self._write(body, before, outcome, report)
-            return outcome
+        started = time.monotonic()
+        before = plain(body.get("status") or {})
+        outcome, report, transient = await self._sync(body, trigger)
+        previous = self._checked.get(uid)
+        failures = (previous.failures + 1) if (transient and previous) else int(transient)
+        self._checked[uid] = _Checked(time.monotonic(), transient, failures)
+        self.metrics.sync_finished(outcome.reason, time.monotonic() - started, report)
+        await self._write(body, before, outcome, report)
+        return outcome
 
     async def finalize(self, body: Mapping[str, Any]) -> int:
         """Handle deletion: ``Delete`` removes exactly this registry's points; ``Orphan`` none.
