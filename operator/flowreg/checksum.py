@@ -48,11 +48,7 @@ def canonical_bytes(value: Any) -> bytes:
 
 def sha256_of(value: Any) -> str:
     """``sha256:<64 hex>`` of the canonical JSON of ``value``."""
-    try:  # canonical_bytes, inlined: this runs for every declared flow on every sync
-        encoded = _dumps(value, option=CANONICAL_OPTIONS)
-    except TypeError:
-        encoded = _ENCODER.encode(value).encode("utf-8")
-    return PREFIX + _sha256(encoded).hexdigest()
+    return PREFIX + _sha256(canonical_bytes(value)).hexdigest()
 
 
 def sha256_text(text: str) -> str:

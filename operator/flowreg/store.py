@@ -209,32 +209,24 @@ class FlowStore:
 
     async def _deep_snapshot(self, agent_id: str) -> AsyncIterator[StoredPoint]:
         """``snapshot(deep=True)``: checksums recomputed from the stored content."""
-        async for page in self._pages(agent_id, SNAPSHOT_FIELDS + CONTENT_FIELDS):
-            for record in page:
-                payload = record.payload or {}
-                name = payload.get("name")
-                if payload.get("agent_id") != agent_id or not isinstance(name, str):
-                    continue
-                try:
-                    stored = flow_of(payload)
-                    checksum, text_checksum = stored.content_checksum, stored.text_checksum
-                except (TypeError, ValueError):
-                    checksum = text_checksum = None
-                if payload.get("text_checksum") != text_checksum:
-                    text_checksum = None  # the vector may not be the text's: re-embed
-                yield StoredPoint(str(record.id), agent_id, name, payload.get("owner"),
-                                  checksum, text_checksum, payload.get("embedder"))
+        async for record_id, payload in self._flows(agent_id):
+            try:
+                stored = flow_of(payload)
+                checksum, text_checksum = stored.content_checksum, stored.text_checksum
+            except (TypeError, ValueError):
+                checksum = text_checksum = None
+            if payload.get("text_checksum") != text_checksum:
+                text_checksum = None  # the vector may not be the text's: re-embed
+            yield StoredPoint(record_id, agent_id, payload["name"], payload.get("owner"),
+                              checksum, text_checksum, payload.get("embedder"))
 
     async def read_flows(self, agent_id: str) -> list[tuple[Flow, str | None]]:
         """Every flow of ``agent_id`` with its owner, sorted by name (for export)."""
         out: list[tuple[Flow, str | None]] = []
         if not await self.collection_exists():
             return out
-        async for page in self._pages(agent_id, SNAPSHOT_FIELDS + CONTENT_FIELDS):
-            for record in page:
-                payload = record.payload or {}
-                if payload.get("agent_id") == agent_id and isinstance(payload.get("name"), str):
-                    out.append((flow_of(payload), payload.get("owner")))
+        async for _, payload in self._flows(agent_id):
+            out.append((flow_of(payload), payload.get("owner")))
         return sorted(out, key=lambda pair: (pair[0].name, pair[1] or ""))
 
     async def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
@@ -297,6 +289,14 @@ class FlowStore:
             return 0
         result = await self._call("count", self.client.count, self.collection, exact=True)
         return int(result.count)
+
+    async def _flows(self, agent_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Id and payload (with the content) of every flow point of ``agent_id``."""
+        async for page in self._pages(agent_id, SNAPSHOT_FIELDS + CONTENT_FIELDS):
+            for record in page:
+                payload = record.payload or {}
+                if payload.get("agent_id") == agent_id and isinstance(payload.get("name"), str):
+                    yield str(record.id), payload
 
     async def _pages(self, agent_id: str,
                      fields: list[str]) -> AsyncIterator[list[models.Record]]:
