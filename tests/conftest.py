@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.stores import backends, drop, open_backend
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "finance-bot.yaml"
 
@@ -53,3 +55,11 @@ def write_manifest(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(params=backends())
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """An empty store on each backend the machine has (see tests/support/stores.py)."""
+    opened = open_backend(request.param, tmp_path)
+    yield opened
+    await drop(opened)

@@ -1,16 +1,17 @@
-"""Operation counts users depend on, counted at the qdrant-client boundary and the embedder."""
+"""Operation counts users depend on, counted at the store seam (on every backend) and the
+embedder."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
-from qdrant_client import AsyncQdrantClient, models
 
 from flowreg.embed import HashingEmbedder
 from flowreg.errors import DeletionGuard
 from flowreg.flow import Flow, Registry, SyncPolicy, point_id
-from flowreg.store import FlowStore
+from flowreg.store import FlowStore, PointWrite
 from flowreg.sync import SyncEngine
-from tests.support.qdrant_calls import count_calls, writes
 
 
 def registry(n: int, *, salt: str = "", owner: str = "ns/reg") -> Registry:
@@ -35,13 +36,20 @@ class Renamed(HashingEmbedder):
         return "hashing-v2/384"
 
 
+WRITES = ("upsert", "delete", "batch_update_points", "overwrite_payload")
+
+
+def writes(calls: Counter[str]) -> int:
+    return sum(calls[name] for name in WRITES)
+
+
 @pytest.fixture
-async def counted():
-    client = AsyncQdrantClient(location=":memory:")
-    calls = count_calls(client)
-    store = FlowStore(client, "flows", local=True)
-    yield store, calls
-    await store.close()
+def counted(store: FlowStore) -> tuple[FlowStore, Counter[str]]:
+    return store, store.stats.calls
+
+
+async def vector_and_payload(store: FlowStore, pid: str) -> tuple[list[float], dict]:
+    return (await store.vectors([pid]))[pid], (await store.payloads([pid]))[pid]
 
 
 async def test_first_apply_is_one_write_and_one_embedding_per_batch(counted):
@@ -81,14 +89,14 @@ async def test_a_blueprint_only_change_rewrites_the_payload_and_keeps_the_vector
     engine = SyncEngine(store, HashingEmbedder())
     await engine.apply(registry(10))
     pid = point_id("agent", "flow_00003")
-    [old] = await store.client.retrieve("flows", [pid], with_vectors=True)
+    old_vector, _ = await vector_and_payload(store, pid)
     new_blueprint = {"version": 1, "steps": [{"id": "b", "handler": "h.b"}]}
     before = calls.copy()
     report = await engine.apply(replace_flow(registry(10), 3, blueprint=new_blueprint))
     assert report.updated == ["flow_00003"] and report.embedded_texts == 0
     assert writes(calls - before) == 1 and (calls - before)["retrieve"] == 0
-    [new] = await store.client.retrieve("flows", [pid], with_vectors=True, with_payload=True)
-    assert new.vector == old.vector and new.payload["blueprint"] == new_blueprint
+    new_vector, new_payload = await vector_and_payload(store, pid)
+    assert new_vector == pytest.approx(old_vector) and new_payload["blueprint"] == new_blueprint
 
 
 async def test_changing_the_embedding_model_re_embeds_everything(counted):
@@ -138,13 +146,14 @@ async def test_deep_check_repairs_a_point_altered_behind_our_back(counted):
     engine = SyncEngine(store, HashingEmbedder())
     await engine.apply(registry(5))
     pid = point_id("agent", "flow_00002")
-    await store.client.set_payload("flows", {"description": "tampered"}, points=[pid])
+    _, payload = await vector_and_payload(store, pid)
+    await store.write([PointWrite(pid, {**payload, "description": "tampered"})], [])
     shallow = await engine.apply(registry(5))
     assert shallow.change_count == 0  # checksums in the payload still match
     deep = await engine.apply(registry(5), deep=True)
     assert deep.updated == ["flow_00002"] and deep.embedded_texts == 1
-    [record] = await store.client.retrieve("flows", [pid], with_payload=True)
-    assert record.payload["description"] == "do thing 2"
+    _, payload = await vector_and_payload(store, pid)
+    assert payload["description"] == "do thing 2"
 
 
 async def test_deep_check_moves_a_point_written_off_its_id_without_embedding(counted):
@@ -152,14 +161,12 @@ async def test_deep_check_moves_a_point_written_off_its_id_without_embedding(cou
     engine = SyncEngine(store, HashingEmbedder())
     await engine.apply(registry(3))
     pid = point_id("agent", "flow_00001")
-    [record] = await store.client.retrieve("flows", [pid], with_payload=True, with_vectors=True)
+    vector, payload = await vector_and_payload(store, pid)
     stray = "00000000-0000-4000-8000-000000000001"
-    await store.client.upsert("flows", [models.PointStruct(
-        id=stray, vector=record.vector, payload=record.payload)])
-    await store.client.delete("flows", models.PointIdsList(points=[pid]))
+    await store.write([PointWrite(stray, payload, vector)], [pid])
     shallow = await engine.apply(registry(3))
     assert shallow.change_count == 0  # one current point of ours: trusted where it is
     deep = await engine.apply(registry(3), deep=True)
     assert deep.embedded_texts == 0 and deep.duplicates_removed == ["flow_00001"]
-    ids = {str(r.id) for r in (await store.client.scroll("flows", limit=10))[0]}
+    ids = {p.id for p in await store.snapshot("agent")}
     assert pid in ids and stray not in ids and len(ids) == 3

@@ -10,7 +10,7 @@ from flowreg.embed.openai import OpenAIEmbedder
 from flowreg.errors import EmbedderUnavailable
 from flowreg.flow import Registry
 from flowreg.manifest import parse_object
-from flowreg.store import FlowStore
+from flowreg.store import open_store
 from flowreg.sync import SyncEngine
 from tests.conftest import make_flows, registry_doc
 from tests.support.embedding_server import EmbeddingServer, Failure, vector_of
@@ -101,7 +101,7 @@ async def test_api_key_is_sent_but_never_shown(monkeypatch):
 
 async def test_engine_probes_the_dimension_and_batches_embeddings(server):
     emb = embedder(server, batch_size=64)
-    store = FlowStore.open(":memory:")
+    store = open_store(":memory:")
     engine = SyncEngine(store, emb, batch_size=100)
     registry: Registry = parse_object(registry_doc(make_flows(250))).registry
     report = await engine.apply(registry)

@@ -8,18 +8,20 @@ again gives only skips. Real: the same laws hold when the engine applies plans t
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from qdrant_client import models
 
 from flowreg.embed import HashingEmbedder
 from flowreg.flow import Flow, Registry, StoredPoint, SyncPolicy, point_id
 from flowreg.plan import Plan, VectorSource, plan_sync
-from flowreg.store import FlowStore, payload_of
+from flowreg.store import FlowStore, PointWrite, payload_of
 from flowreg.sync import SyncEngine
+from tests.support.stores import backends, drop, open_backend
 
 AGENT, OWNER, OTHER = "agent", "ns/mine", "ns/theirs"
 EMBEDDER = "hashing-v1/384"
@@ -171,21 +173,30 @@ def test_a_rename_moves_the_point_without_embedding():
     assert plan.embed_count == 0 and not plan.pruned
 
 
-# --- the same laws on real Qdrant (local mode), through the engine -----------------------
+# --- the same laws on every store backend, through the engine ---------------------------
 
 
-async def _points(store: FlowStore) -> list[models.Record]:
-    records, _ = await store.client.scroll(store.collection, limit=10_000, with_payload=True,
-                                           with_vectors=True)
-    return records
+class Point:
+    """A stored point as the laws compare it."""
+
+    def __init__(self, id: str, payload: dict, vector: list[float]) -> None:
+        self.id, self.payload, self.vector = id, payload, vector
+
+
+async def _points(store: FlowStore) -> list[Point]:
+    ids = [p.id for p in await store.snapshot(AGENT)]
+    payloads, vectors = await store.payloads(ids), await store.vectors(ids)
+    return [Point(i, payloads[i], [round(x, 5) for x in vectors[i]]) for i in ids]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=registries(), second=registries(), theirs=registries(OTHER),
        duplicates=st.lists(NAMES, max_size=3))
-def test_engine_converges_and_never_touches_another_registry(first, second, theirs, duplicates):
-    async def run() -> None:
-        store = FlowStore.open(":memory:")
+@pytest.mark.parametrize("kind", backends())
+def test_engine_converges_and_never_touches_another_registry(kind, first, second, theirs,
+                                                             duplicates):
+    async def run(tmp: str) -> None:
+        store = open_backend(kind, Path(tmp))
         engine = SyncEngine(store, HashingEmbedder(), batch_size=3)
         other = SyncEngine(store, HashingEmbedder())
         await other.apply(theirs)
@@ -193,12 +204,11 @@ def test_engine_converges_and_never_touches_another_registry(first, second, thei
         await engine.apply(first)
         # Extra points for one name, as a buggy writer could leave.
         decl = first.by_name()
-        extra = [models.PointStruct(
-            id=str(uuid.uuid4()), vector=HashingEmbedder().embed_one(decl[n].embedding_text),
-            payload=payload_of(decl[n], AGENT, OWNER, EMBEDDER))
+        extra = [PointWrite(
+            str(uuid.uuid4()), payload_of(decl[n], AGENT, OWNER, EMBEDDER),
+            HashingEmbedder().embed_one(decl[n].embedding_text))
             for n in duplicates if n in decl]
-        if extra:
-            await store.client.upsert(store.collection, extra)
+        await store.write(extra, [])
         policy = SyncPolicy(max_deletions=None, allow_empty=True)
         report = await engine.apply(second, policy)
         records = await _points(store)
@@ -214,14 +224,16 @@ def test_engine_converges_and_never_touches_another_registry(first, second, thei
         again = await engine.apply(second, policy)
         assert again.change_count == 0 and again.store_writes == 0
         assert again.embedded_texts == 0
-        await store.close()
+        await drop(store)
 
-    asyncio.run(run())
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(tmp))
 
 
-def test_engine_rename_reuses_the_vector():
+@pytest.mark.parametrize("kind", backends())
+def test_engine_rename_reuses_the_vector(kind, tmp_path):
     async def run() -> None:
-        store = FlowStore.open(":memory:")
+        store = open_backend(kind, tmp_path)
         engine = SyncEngine(store, HashingEmbedder())
         flow = Flow("old_name", "pay a bill", ("pay my bill",))
         await engine.apply(Registry(AGENT, OWNER, (flow,)))
@@ -233,6 +245,6 @@ def test_engine_rename_reuses_the_vector():
         [after] = await _points(store)
         assert after.payload["name"] == "new_name" and after.vector == before.vector
         assert str(after.id) == point_id(AGENT, "new_name")
-        await store.close()
+        await drop(store)
 
     asyncio.run(run())

@@ -35,9 +35,11 @@ DRIFT_SECONDS = "1"
 os.environ.setdefault("FLOWREG_DRIFT_CHECK_SECONDS", DRIFT_SECONDS)
 
 
-def write_config(path: Path, location: str = ":memory:", **extra: Any) -> Path:
+def write_config(path: Path, location: str = ":memory:", *, batch_size: int = 100,
+                 **extra: Any) -> Path:
     """An operator configuration with one store called ``default``."""
-    config = {"stores": {"default": {"location": location}}, "progressEverySeconds": 0.5,
+    config = {"stores": {"default": {"location": location, "batchSize": batch_size}},
+              "progressEverySeconds": 0.5,
               "driftCheckSeconds": float(DRIFT_SECONDS), **extra}
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path

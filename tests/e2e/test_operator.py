@@ -7,6 +7,7 @@ SIGKILLs it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import subprocess
@@ -18,10 +19,9 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from qdrant_client import models
 
 from flowreg.schema import GROUP, PLURAL, VERSION
-from flowreg.store import FlowStore
+from flowreg.store import FlowStore, PointWrite, open_store
 from tests.conftest import EXAMPLE, make_flows
 from tests.e2e.operator_harness import (
     InProcessOperator,
@@ -35,6 +35,7 @@ from tests.e2e.operator_harness import (
     wait_watching,
     write_config,
 )
+from tests.support.embedding_server import EmbeddingServer
 
 pytestmark = pytest.mark.e2e
 TIMINGS: dict[str, float] = {}
@@ -186,10 +187,10 @@ def test_out_of_band_changes_in_qdrant_are_repaired(operator, kube_api, namespac
     from flowreg.flow import point_id
 
     async def tamper(store: FlowStore) -> None:
-        await store.client.delete(store.collection, models.PointIdsList(
-            points=[point_id(agent, "flow_00001")]))
-        await store.client.set_payload(store.collection, {"description": "tampered"},
-                                       points=[point_id(agent, "flow_00002")])
+        tampered = point_id(agent, "flow_00002")
+        payload = (await store.payloads([tampered]))[tampered]
+        await store.write([PointWrite(tampered, {**payload, "description": "tampered"})],
+                          [point_id(agent, "flow_00001")])
 
     operator.store_call(tamper)
     deadline = time.monotonic() + 30
@@ -274,15 +275,14 @@ def test_checksum_mismatch_is_invalid_spec_and_writes_nothing(operator, kube_api
 
 
 def test_store_down_then_up_recovers_by_itself(operator, kube_api, namespace, agent):
-    holder = FlowStore.open(str(operator.work / "disk-store"))  # holds the embedded store
+    holder = open_store(str(operator.work / "disk-store"))  # holds the embedded store
+    asyncio.run(holder.ensure_collection(384))
     try:
         create(kube_api, registry(namespace, "patient", agent, make_flows(3), store="disk"))
         obj = wait_ready(kube_api, namespace, "patient", reason="StoreUnavailable")
         assert condition(obj, "Reconciling")["status"] == "True"
         assert "in use by another process" in obj["status"]["lastError"]
     finally:
-        import asyncio
-
         asyncio.run(holder.close())
     obj = wait_ready(kube_api, namespace, "patient", timeout=60)
     assert obj["status"]["lastSync"]["created"] == 3 and "lastError" not in obj["status"]
@@ -329,7 +329,14 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     store_dir = tmp_path / "store"
-    config = write_config(tmp_path / "config.yaml", location=str(store_dir))
+    # An embedding service with 0.2 s round trips: the sync of 2,000 flows (100 batches of 20)
+    # is under way long enough to be seen and killed.
+    embeddings = EmbeddingServer(dimension=384, latency=0.2).__enter__()
+    config = write_config(tmp_path / "config.yaml", location=str(store_dir), batch_size=20)
+    raw = yaml.safe_load(config.read_text())
+    raw["stores"]["default"]["embedder"] = {"kind": "openai", "url": embeddings.base_url,
+                                            "model": "test-model", "dimension": 384}
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
     from tests.kube.controlplane import free_port
 
     proc = OperatorProcess(kubeconfig_path, config, namespace, tmp_path / "operator.log",
@@ -344,10 +351,8 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
         proc.kill()
         assert "lastSync" not in (get_registry(kube_api, namespace, "big").get("status") or {})
 
-        import asyncio
-
         async def count() -> tuple[int, int]:
-            store = FlowStore.open(str(store_dir))
+            store = open_store(str(store_dir))
             try:
                 points = await store.snapshot(agent)
                 return len(points), len({p.name for p in points})
@@ -370,6 +375,7 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
         assert (total, names) == (2000, 2000)
     finally:
         proc.stop()
+        embeddings.__exit__(None, None, None)
         with contextlib.suppress(client.ApiException):
             client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, "big", {"metadata": {"finalizers": None}})

@@ -26,7 +26,7 @@ from flowreg.errors import ConflictError, ExitCode, FlowregError, InvalidSpec, P
 from flowreg.history import Checkpoint, RunHistory
 from flowreg.manifest import Declaration
 from flowreg.plan import VectorSource
-from flowreg.store import DEFAULT_COLLECTION, DEFAULT_LOCATION, FlowStore
+from flowreg.store import DEFAULT_COLLECTION, DEFAULT_LOCATION, open_store
 from flowreg.sync import DEFAULT_BATCH_SIZE, SyncEngine
 
 
@@ -358,7 +358,7 @@ def _history(args: argparse.Namespace) -> int:
 
 async def _engine(args: argparse.Namespace, *, with_history: bool = True) -> SyncEngine:
     embedder = _embedder(args)
-    store = FlowStore.open(args.store, args.collection)
+    store = open_store(args.store, args.collection)
     history = RunHistory(_history_path(args)) if with_history else None
     engine = SyncEngine(store, embedder, history=history,
                         batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE))

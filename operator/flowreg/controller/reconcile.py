@@ -26,7 +26,7 @@ from flowreg.history import Checkpoint
 from flowreg.manifest import parse_object
 from flowreg.plan import Plan
 from flowreg.report import SyncReport
-from flowreg.store import FlowStore
+from flowreg.store import open_store
 from flowreg.sync import SyncEngine
 
 log = logging.getLogger("flowreg.controller")
@@ -66,8 +66,8 @@ class Reconciler:
         engine = self.engines.get(store.name)
         if engine is None:
             embedder = make_embedder(store.embedder)
-            flow_store = FlowStore.open(store.location, store.collection, api_key=store.api_key,
-                                        timeout=store.timeout, page_size=store.page_size)
+            flow_store = open_store(store.location, store.collection, api_key=store.api_key,
+                                    timeout=store.timeout, page_size=store.page_size)
             engine = SyncEngine(flow_store, embedder, batch_size=store.batch_size)
             self.engines[store.name] = engine
         return engine

@@ -1,0 +1,72 @@
+"""Flows as Qdrant points, behind one seam (``FlowStore``) with a backend per module.
+
+``open_store`` picks the backend once, from the location's form:
+
+* a directory (the default ``.flowreg/qdrant``): Qdrant Edge, in-process (``store.edge``);
+* ``http://`` or ``https://``: a Qdrant server through qdrant-client (``store.client``);
+* ``:memory:``: qdrant-client's in-process emulation, for fast tests.
+
+Backends are imported only when opened, so commands that never touch a store never load them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flowreg.errors import InvalidSpec
+from flowreg.store.base import (
+    CONTENT_FIELDS,
+    DEFAULT_COLLECTION,
+    DEFAULT_LOCATION,
+    INDEXED_FIELDS,
+    SNAPSHOT_FIELDS,
+    FlowStore,
+    PointWrite,
+    ScoredFlow,
+    StoreStats,
+    chunks,
+    flow_of,
+    payload_of,
+)
+
+__all__ = [
+    "CONTENT_FIELDS", "DEFAULT_COLLECTION", "DEFAULT_LOCATION", "INDEXED_FIELDS",
+    "SNAPSHOT_FIELDS", "FlowStore", "PointWrite", "ScoredFlow", "StoreStats", "chunks",
+    "flow_of", "is_url", "open_store", "payload_of",
+]
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
+
+
+def is_url(location: str) -> bool:
+    """Whether ``location`` names a Qdrant server."""
+    return location.startswith(("http://", "https://"))
+
+
+def open_store(location: str = DEFAULT_LOCATION, collection: str = DEFAULT_COLLECTION, *,
+               api_key: str | None = None, timeout: float = 30.0,
+               page_size: int | None = None, prefer_grpc: bool = False) -> FlowStore:
+    """The store at ``location`` (a directory, an ``http(s)://`` URL or ``:memory:``).
+
+    A directory written by an earlier flowreg (qdrant-client's emulation layout) is migrated
+    into Qdrant Edge on first open. Raises ``StoreUnavailable`` (held by another process,
+    unreachable), ``StoreIncompatible`` (a directory that is not a store) or ``InvalidSpec``
+    (a collection name that cannot name a shard).
+    """
+    if not COLLECTION_NAME.match(collection):
+        raise InvalidSpec(f"collection name {collection!r} must be 1-128 letters, digits, "
+                          "'_' or '-', not starting with '-'")
+    if is_url(location):
+        from flowreg.store.client import ClientStore
+
+        return ClientStore.connect(location, collection, api_key=api_key, timeout=timeout,
+                                   page_size=page_size, prefer_grpc=prefer_grpc)
+    if location == ":memory:":
+        from flowreg.store.client import ClientStore
+
+        return ClientStore.emulated(location, collection, page_size=page_size)
+    from flowreg.store.edge import EdgeStore
+    from flowreg.store.layout import prepare
+
+    prepare(location)
+    return EdgeStore(location, collection, page_size=page_size)

@@ -1,0 +1,361 @@
+"""The store seam: what the sync engine needs of a store holding flows as Qdrant points.
+
+One collection (or Edge shard) holds the flows of many agents; every point's payload says whose
+it is (``agent_id``, ``owner``) and what it holds (the flow's fields, its content and text
+checksums, and the identity of the embedder that made its vector). Point ids are
+``flow.point_id(agent, name)``, so a retried create never duplicates and an update keeps the id.
+
+``FlowStore`` implements the engine-facing operations once (snapshots, deep snapshots, export,
+owner deletion, batching) over a handful of backend primitives; each backend (Qdrant Edge,
+a Qdrant server or qdrant-client's emulation) is a subclass in its own module. Every primitive
+call is counted in ``stats`` under the seam's operation name, on every backend, and backend
+failures are mapped to flowreg's errors here, once.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flowreg.errors import FlowregError, StoreIncompatible
+from flowreg.flow import Entry, Flow, Snapshot, StoredPoint
+
+DEFAULT_COLLECTION = "flowreg_flows"
+DEFAULT_LOCATION = ".flowreg/qdrant"
+PAYLOAD_VERSION = 1
+INDEXED_FIELDS = ("agent_id", "owner", "name")
+SNAPSHOT_FIELDS = ["agent_id", "name", "owner", "checksum", "text_checksum", "embedder"]
+CONTENT_FIELDS = ["description", "examples", "conditions", "blueprint"]
+WRITE_CALLS = ("batch_update_points", "upsert", "delete", "overwrite_payload")
+
+T = TypeVar("T")
+Page = list[tuple[str, dict[str, Any]]]
+"""One page of a scroll: (point id, payload subset) pairs."""
+
+
+@dataclass
+class StoreStats:
+    """Calls made to the store's backend, by operation, and points written and deleted.
+
+    Write operations are ``upsert`` (points with vectors only), ``delete`` (deletions only) and
+    ``batch_update_points`` (anything mixed, or payload rewrites): one per batch on every backend.
+    """
+
+    calls: Counter[str] = field(default_factory=Counter)
+    points_written: int = 0
+    points_deleted: int = 0
+
+    @property
+    def writes(self) -> int:
+        """Calls that change the store."""
+        return sum(self.calls[name] for name in WRITE_CALLS)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+@dataclass(frozen=True)
+class PointWrite:
+    """A point to upsert with its vector, or (``vector`` None) a payload to overwrite."""
+
+    id: str
+    payload: dict[str, Any]
+    vector: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class ScoredFlow:
+    """A flow a vector query selected, with its cosine similarity."""
+
+    id: str
+    score: float
+    payload: Mapping[str, Any]
+
+
+def payload_of(flow: Flow, agent_id: str, owner: str, embedder: str) -> dict[str, Any]:
+    """The payload stored with a flow's point: enough to plan, select and read the flow back."""
+    return {
+        "flowreg": PAYLOAD_VERSION,
+        "agent_id": agent_id,
+        "owner": owner,
+        "name": flow.name,
+        "checksum": flow.content_checksum,
+        "text_checksum": flow.text_checksum,
+        "embedder": embedder,
+        "description": flow.description,
+        "examples": list(flow.examples),
+        "conditions": list(flow.conditions),
+        "blueprint": flow.blueprint,
+    }
+
+
+def flow_of(payload: Mapping[str, Any]) -> Flow:
+    """The flow a point's payload holds (its declared checksum is the stored one)."""
+    return Flow(
+        name=payload["name"],
+        description=payload.get("description", ""),
+        examples=tuple(payload.get("examples") or ()),
+        conditions=tuple(payload.get("conditions") or ()),
+        blueprint=payload.get("blueprint"),
+        checksum=payload.get("checksum"),
+    )
+
+
+def write_call(writes: Sequence[PointWrite], deletes: Sequence[str]) -> str | None:
+    """The seam's name of the one call that writes this batch (None for an empty batch)."""
+    upserts = any(w.vector is not None for w in writes)
+    overwrites = any(w.vector is None for w in writes)
+    if not upserts and not overwrites and not deletes:
+        return None
+    if upserts and not overwrites and not deletes:
+        return "upsert"
+    if deletes and not writes:
+        return "delete"
+    return "batch_update_points"
+
+
+class FlowStore(abc.ABC):
+    """Flows of all agents in one collection of one backend.
+
+    Errors: an unreachable server, or an embedded directory held by another process, raise
+    ``StoreUnavailable``; a collection whose vectors do not fit the embedder raises
+    ``StoreIncompatible``. Nothing above this class knows which backend it has.
+    """
+
+    page_size: int = 2_000
+    location: str = ""
+    collection: str = DEFAULT_COLLECTION
+    scroll_filters_by_agent: bool = True
+    """False where filtering a scroll costs more than reading other agents' subsets too."""
+
+    def __init__(self) -> None:
+        self.stats = StoreStats()
+
+    # --- backend primitives -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _exists(self) -> bool:
+        """Whether the collection exists."""
+
+    @abc.abstractmethod
+    async def _create(self, dimension: int) -> None:
+        """Create the collection (cosine, ``dimension``) with keyword indexes on
+        ``INDEXED_FIELDS``."""
+
+    @abc.abstractmethod
+    async def _dimension(self) -> int:
+        """The existing collection's vector size; ``StoreIncompatible`` for another layout."""
+
+    @abc.abstractmethod
+    def _scroll(self, agent_id: str | None, fields: list[str]) -> AsyncIterator[Page]:
+        """Pages of points (of ``agent_id`` where the backend filters, else of all agents)."""
+
+    @abc.abstractmethod
+    async def _retrieve(self, ids: Sequence[str], *, payload: bool,
+                        vectors: bool) -> list[tuple[str, dict[str, Any] | None,
+                                                     list[float] | None]]:
+        """(id, payload, vector) of each of ``ids`` that exists."""
+
+    @abc.abstractmethod
+    async def _write(self, writes: Sequence[PointWrite], deletes: Sequence[str]) -> None:
+        """Apply one batch: upserts, payload overwrites, then deletions."""
+
+    @abc.abstractmethod
+    async def _count(self) -> int:
+        """Points in the collection."""
+
+    @abc.abstractmethod
+    async def _search(self, agent_id: str, vector: Sequence[float],
+                      limit: int) -> list[ScoredFlow]:
+        """The ``limit`` points of ``agent_id`` nearest ``vector`` (cosine), best first."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release the backend (and, for an embedded directory, its lock)."""
+
+    def _map_error(self, exc: Exception) -> FlowregError | None:
+        """The flowreg error a backend failure means (None: not the store's to explain)."""
+        return None
+
+    # --- the seam -----------------------------------------------------------------------
+
+    async def ensure_collection(self, dimension: int) -> bool:
+        """Create the collection for ``dimension``-long vectors if absent; True if created.
+
+        Raises ``StoreIncompatible`` if it exists with another vector layout.
+        """
+        if not await self._call("collection_exists", self._exists()):
+            await self._call("create_collection", self._create(dimension))
+            return True
+        size = await self._call("get_collection", self._dimension())
+        if size != dimension:
+            raise StoreIncompatible(
+                f"collection {self.collection!r} holds {size}-dimensional vectors but the "
+                f"embedder makes {dimension}-dimensional ones; use another collection for this "
+                "embedder, or the embedder the collection was made with")
+        return False
+
+    async def collection_exists(self) -> bool:
+        return bool(await self._call("collection_exists", self._exists()))
+
+    async def snapshot(self, agent_id: str, *, deep: bool = False) -> Snapshot:
+        """Every point of ``agent_id``: payload subset, no vectors, all pages (no cap).
+
+        With ``deep``, the stored content is read too and the checksums are recomputed from it,
+        so a point altered behind flowreg's back (payload edited, checksum kept) reads as changed.
+        A missing collection reads as empty.
+        """
+        if not await self.collection_exists():
+            return Snapshot(agent_id)
+        if deep:
+            return Snapshot.of(agent_id, [p async for p in self._deep_snapshot(agent_id)])
+        first: dict[str, Entry] = {}
+        more: list[Entry] = []
+        async for page in self._pages(agent_id, SNAPSHOT_FIELDS):
+            for point_id, payload in page:
+                try:
+                    name = payload["name"]
+                    if payload["agent_id"] != agent_id or type(name) is not str:
+                        continue
+                except (KeyError, TypeError):  # not a flowreg point
+                    continue
+                if name in first:
+                    more.append((point_id, payload))
+                else:
+                    first[name] = (point_id, payload)
+        return Snapshot(agent_id, first, more)
+
+    async def _deep_snapshot(self, agent_id: str) -> AsyncIterator[StoredPoint]:
+        async for record_id, payload in self._flows(agent_id):
+            try:
+                stored = flow_of(payload)
+                checksum, text_checksum = stored.content_checksum, stored.text_checksum
+            except (TypeError, ValueError):
+                checksum = text_checksum = None
+            if payload.get("text_checksum") != text_checksum:
+                text_checksum = None  # the vector may not be the text's: re-embed
+            yield StoredPoint(record_id, agent_id, payload["name"], payload.get("owner"),
+                              checksum, text_checksum, payload.get("embedder"))
+
+    async def read_flows(self, agent_id: str) -> list[tuple[Flow, str | None]]:
+        """Every flow of ``agent_id`` with its owner, sorted by name (for export)."""
+        out: list[tuple[Flow, str | None]] = []
+        if not await self.collection_exists():
+            return out
+        async for _, payload in self._flows(agent_id):
+            out.append((flow_of(payload), payload.get("owner")))
+        return sorted(out, key=lambda pair: (pair[0].name, pair[1] or ""))
+
+    async def vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """The vectors of points ``ids`` (absent points are left out)."""
+        found: dict[str, list[float]] = {}
+        for chunk in chunks(ids, self.page_size):
+            records = await self._call("retrieve",
+                                       self._retrieve(chunk, payload=False, vectors=True))
+            for point_id, _, vector in records:
+                if vector is not None:
+                    found[point_id] = vector
+        return found
+
+    async def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The whole payloads of points ``ids`` (absent points are left out)."""
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in chunks(ids, self.page_size):
+            records = await self._call("retrieve",
+                                       self._retrieve(chunk, payload=True, vectors=False))
+            for point_id, payload, _ in records:
+                found[point_id] = payload or {}
+        return found
+
+    async def write(self, writes: Sequence[PointWrite], deletes: Sequence[str]) -> None:
+        """Apply one batch in one counted call: upserts, then payload overwrites, then deletions.
+
+        Vectors must already be checked (finite, the collection's size); payloads are plain
+        JSON data made by ``payload_of``.
+        """
+        name = write_call(writes, deletes)
+        if name is None:
+            return
+        await self._call(name, self._write(writes, deletes))
+        self.stats.points_written += len(writes)
+        self.stats.points_deleted += len(deletes)
+
+    async def delete_owned(self, agent_id: str, owner: str) -> int:
+        """Delete every point ``owner`` holds for ``agent_id``; returns how many there were."""
+        if not await self.collection_exists():
+            return 0
+        ids = [p.id for p in await self.snapshot(agent_id) if p.owner == owner]
+        for chunk in chunks(ids, self.page_size):
+            await self.write([], chunk)
+        return len(ids)
+
+    async def count(self) -> int:
+        """Points in the collection (all agents)."""
+        if not await self.collection_exists():
+            return 0
+        return int(await self._call("count", self._count()))
+
+    async def search(self, agent_id: str, vector: Sequence[float],
+                     limit: int = 5) -> list[ScoredFlow]:
+        """The flows of ``agent_id`` nearest ``vector`` by cosine similarity, best first."""
+        if limit < 1 or not await self.collection_exists():
+            return []
+        found = await self._call("search", self._search(agent_id, vector, limit))
+        return [hit for hit in found if hit.payload.get("agent_id") == agent_id]
+
+    async def _flows(self, agent_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Id and payload (with the content) of every flow point of ``agent_id``."""
+        async for page in self._pages(agent_id, SNAPSHOT_FIELDS + CONTENT_FIELDS):
+            for point_id, payload in page:
+                if payload.get("agent_id") == agent_id and isinstance(payload.get("name"), str):
+                    yield point_id, payload
+
+    async def _pages(self, agent_id: str, fields: list[str]) -> AsyncIterator[Page]:
+        """Counted pages of the points of ``agent_id`` (maybe of other agents too)."""
+        pages = self._scroll(agent_id if self.scroll_filters_by_agent else None, fields)
+        while True:
+            try:
+                page = await pages.__anext__()
+            except StopAsyncIteration:
+                return
+            except FlowregError:
+                raise
+            except Exception as exc:
+                mapped = self._map_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+            self.stats.calls["scroll"] += 1
+            yield page
+
+    async def _call(self, name: str, call: Awaitable[T]) -> T:
+        self.stats.calls[name] += 1
+        try:
+            return await call
+        except FlowregError:
+            raise
+        except Exception as exc:
+            mapped = self._map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+
+def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def describe(exc: BaseException) -> str:
+    """The first meaningful line of an exception (or of its cause)."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    cause = exc.__cause__ or exc.__context__
+    if (not first or first == "None") and cause is not None:
+        return describe(cause)
+    return first or type(exc).__name__

@@ -1,0 +1,146 @@
+"""The store on Qdrant Edge: Qdrant's own engine in-process, one shard per collection.
+
+A collection named C in a store directory D is the Edge shard ``D/C``. The shard's write-ahead
+log is its lock: a second process opening the same shard gets ``StoreUnavailable`` at once.
+Each Edge update is atomic under a kill, and a batch is at most three of them (one upsert of
+new points and rewritten payloads, one deletion), so a killed apply leaves whole points only.
+
+Edge calls are synchronous and fast (microseconds to milliseconds); they run on the event
+loop's thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from flowreg.errors import FlowregError, StoreIncompatible, StoreUnavailable
+from flowreg.store.base import INDEXED_FIELDS, FlowStore, Page, PointWrite, ScoredFlow, describe
+from flowreg.store.client import in_use
+
+EDGE_PAGE_SIZE = 5_000
+CONFIG_FILE = "edge_config.json"
+
+
+def is_shard(path: Path) -> bool:
+    """Whether ``path`` holds an Edge shard."""
+    return (path / CONFIG_FILE).is_file()
+
+
+class EdgeStore(FlowStore):
+    """Flows in the Edge shard ``directory/collection``."""
+
+    def __init__(self, directory: str, collection: str, *, page_size: int | None = None) -> None:
+        super().__init__()
+        import qdrant_edge
+
+        self._q = qdrant_edge
+        self.location = directory
+        self.collection = collection
+        self.path = Path(directory) / collection
+        self.page_size = page_size or EDGE_PAGE_SIZE
+        self._shard: Any = None
+        if is_shard(self.path):
+            self._shard = self._open(lambda: qdrant_edge.EdgeShard.load(str(self.path)))
+
+    def _open(self, load: Any) -> Any:
+        try:
+            return load()
+        except Exception as exc:
+            text = str(exc)
+            if "WouldBlock" in text or "failed to open WAL" in text:
+                raise StoreUnavailable(in_use(str(self.path))) from None
+            raise StoreUnavailable(
+                f"cannot open the Qdrant Edge shard {self.path}: {describe(exc)}") from None
+
+    async def close(self) -> None:
+        if self._shard is not None:
+            shard, self._shard = self._shard, None
+            shard.close()
+
+    async def _exists(self) -> bool:
+        return self._shard is not None
+
+    async def _create(self, dimension: int) -> None:
+        q = self._q
+        config = q.EdgeConfig(vectors=q.EdgeVectorParams(size=dimension,
+                                                         distance=q.Distance.Cosine))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._shard = self._open(lambda: q.EdgeShard.create(str(self.path), config))
+        for name in INDEXED_FIELDS:
+            self._shard.update(q.UpdateOperation.create_field_index(name,
+                                                                    q.PayloadSchemaType.Keyword))
+
+    async def _dimension(self) -> int:
+        try:
+            config = json.loads((self.path / CONFIG_FILE).read_text())
+            vectors = config["vectors"]
+            if set(vectors) != {""}:
+                raise StoreIncompatible(
+                    f"the Edge shard {self.path} uses named vectors; flowreg needs one unnamed "
+                    "vector per point (use another collection)")
+            return int(vectors[""]["size"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreIncompatible(
+                f"cannot read the vector layout of the Edge shard {self.path}: {exc}") from None
+
+    async def _scroll(self, agent_id: str | None, fields: list[str]) -> AsyncIterator[Page]:
+        q = self._q
+        where = None if agent_id is None else self._agent_filter(agent_id)
+        offset: Any = None
+        while True:
+            records, offset = self._shard.scroll(q.ScrollRequest(
+                offset=offset, limit=self.page_size, filter=where, with_payload=fields,
+                with_vector=False))
+            yield [(str(r.id), r.payload or {}) for r in records]
+            if offset is None:
+                return
+
+    async def _retrieve(self, ids: Sequence[str], *, payload: bool,
+                        vectors: bool) -> list[tuple[str, dict[str, Any] | None,
+                                                     list[float] | None]]:
+        records = self._shard.retrieve(list(ids), payload, vectors)
+        return [(str(r.id), r.payload if payload else None,
+                 list(r.vector) if vectors and isinstance(r.vector, list) else None)
+                for r in records]
+
+    async def _write(self, writes: Sequence[PointWrite], deletes: Sequence[str]) -> None:
+        q = self._q
+        points = [q.Point(w.id, w.vector, w.payload) for w in writes if w.vector is not None]
+        rewrites = [w for w in writes if w.vector is None]
+        if rewrites:
+            # A payload rewrite is an upsert with the stored vector: one update for the batch
+            # instead of one per point (each point's payload differs).
+            stored = {pid: vector for pid, _, vector in
+                      await self._retrieve([w.id for w in rewrites], payload=False,
+                                           vectors=True)}
+            points.extend(q.Point(w.id, stored[w.id], w.payload)
+                          for w in rewrites if stored.get(w.id) is not None)
+        if points:
+            self._shard.update(q.UpdateOperation.upsert_points(points))
+        if deletes:
+            self._shard.update(q.UpdateOperation.delete_points(list(deletes)))
+
+    async def _count(self) -> int:
+        return int(self._shard.count(self._q.CountRequest(exact=True)))
+
+    async def _search(self, agent_id: str, vector: Sequence[float],
+                      limit: int) -> list[ScoredFlow]:
+        q = self._q
+        hits = self._shard.search(q.SearchRequest(
+            query=q.Query.Nearest(list(vector)), filter=self._agent_filter(agent_id),
+            limit=limit, with_payload=True, with_vector=False))
+        return [ScoredFlow(str(h.id), float(h.score), h.payload or {}) for h in hits]
+
+    def _agent_filter(self, agent_id: str) -> Any:
+        q = self._q
+        return q.Filter(must=[q.FieldCondition(key="agent_id", match=q.MatchValue(agent_id))])
+
+    def _map_error(self, exc: Exception) -> FlowregError | None:
+        if type(exc) is Exception:  # Edge raises bare exceptions
+            if "dimension" in str(exc):
+                return StoreIncompatible(f"the Qdrant Edge shard {self.path}: {describe(exc)}")
+            return StoreUnavailable(f"the Qdrant Edge shard {self.path} failed: {describe(exc)}")
+        return None
