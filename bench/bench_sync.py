@@ -4,6 +4,10 @@ Usage::
 
     python -m bench.bench_sync --embedder hashing --sizes 1000,10000,50000
     python -m bench.bench_sync --embedder latency --sizes 1000,10000   # 20 ms per request
+    python -m bench.bench_sync --store path --systems edge,flowreg,langchain --sizes 10000
+
+``edge`` is flowreg on its embedded default (Qdrant Edge in a directory); ``flowreg`` is the
+same engine on qdrant-client's emulation (``--store memory``, or on disk with ``--store path``).
 
 Each (system, N) runs in its own process so its peak RSS is its own. ``latency`` starts a local
 OpenAI-compatible embedding server that adds a fixed delay per request, and every system embeds
@@ -39,7 +43,7 @@ def run_one(system: str, n: int, embedder: str, url: str | None, store: str,
     runner = RUNNERS[system]
     if system == "langchain":
         phases = runner(n, embedder, url, location)
-    elif system == "flowreg":
+    elif system in ("flowreg", "edge"):
         phases = asyncio.run(runner(n, embedder, url, location, page_sizes, repeat))
     else:
         phases = asyncio.run(runner(n, embedder, url, location))
@@ -152,6 +156,16 @@ def main() -> None:
                                str(ph["q_writes"]),
                                f"{res['rss_mib']:.0f}" if i == 0 else ""], widths))
     print()
+    for n in args.size_list:
+        edge = results.get(("edge", n))
+        if edge:
+            ph = {p["phase"]: p["wall"] for p in edge["phases"]}
+            ratio = ph["no-op re-apply"] / ph["floor: bare scroll"]
+            print(f"N={n}: edge first apply {ph['first apply']:.3f} s, no-op "
+                  f"{ph['no-op re-apply']:.3f} s ({ratio:.2f}x the bare scroll), "
+                  "cold open + snapshot "
+                  f"{ph['cold open + snapshot (new process)']:.3f} s, peak RSS "
+                  f"{edge['rss_mib']:.0f} MiB")
     for n in args.size_list:
         fr = results.get(("flowreg", n))
         if not fr:

@@ -280,5 +280,11 @@ def run_langchain(n: int, embedder_kind: str, url: str | None,
     return results
 
 
+def _run_edge(*args: Any, **kwargs: Any) -> Any:
+    from bench.edge import run_edge
+
+    return run_edge(*args, **kwargs)
+
+
 RUNNERS: dict[str, Callable[..., Any]] = {
-    "flowreg": run_flowreg, "naive": run_naive, "langchain": run_langchain}
+    "flowreg": run_flowreg, "edge": _run_edge, "naive": run_naive, "langchain": run_langchain}

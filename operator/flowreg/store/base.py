@@ -345,6 +345,13 @@ class FlowStore(abc.ABC):
             raise mapped from exc
 
 
+def in_use(location: str) -> str:
+    """The message for an embedded store another process holds."""
+    return (f"the local store {location} is in use by another process (an embedded store "
+            "admits one client at a time; wait for it to finish, or use a Qdrant server for "
+            "concurrent access)")
+
+
 def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     """``items`` in consecutive slices of at most ``size``."""
     for start in range(0, len(items), size):

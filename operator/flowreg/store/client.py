@@ -23,6 +23,7 @@ from flowreg.store.base import (
     PointWrite,
     ScoredFlow,
     describe,
+    in_use,
     write_call,
 )
 
@@ -158,13 +159,6 @@ class ClientStore(FlowStore):
             where = self.location or "the configured URL"
             return StoreUnavailable(f"Qdrant at {where} is unavailable: {describe(exc)}")
         return None
-
-
-def in_use(location: str) -> str:
-    """The message for an embedded store another process holds."""
-    return (f"the local store {location} is in use by another process (an embedded store "
-            "admits one client at a time; wait for it to finish, or use a Qdrant server for "
-            "concurrent access)")
 
 
 def _point(point_id: str, vector: list[float] | None,

@@ -17,8 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from flowreg.errors import FlowregError, StoreIncompatible, StoreUnavailable
-from flowreg.store.base import INDEXED_FIELDS, FlowStore, Page, PointWrite, ScoredFlow, describe
-from flowreg.store.client import in_use
+from flowreg.store.base import (
+    INDEXED_FIELDS,
+    FlowStore,
+    Page,
+    PointWrite,
+    ScoredFlow,
+    describe,
+    in_use,
+)
 
 EDGE_PAGE_SIZE = 5_000
 CONFIG_FILE = "edge_config.json"

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flowreg.errors import StoreIncompatible, StoreUnavailable
-from flowreg.store.base import INDEXED_FIELDS
-from flowreg.store.client import in_use
+from flowreg.store.base import INDEXED_FIELDS, in_use
 from flowreg.store.edge import is_shard
 
 LEGACY_META = "meta.json"

@@ -1,0 +1,104 @@
+"""flowreg on its embedded default, Qdrant Edge in a directory, phase by phase.
+
+Phases: first apply, no-op re-apply (median of ``repeat``, interleaved with the floor), 1%
+changed, the floors (a bare scroll of the same payload subset straight from the shard, a bare
+batched upsert of precomputed vectors into a new shard), and a cold open + snapshot of the
+store in a fresh process (interpreter start-up excluded, imports included).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.flows import change_one_percent, make_registry
+from bench.systems import Phase, make_embedder, median
+from flowreg.embed.base import CountingEmbedder
+from flowreg.flow import point_id
+from flowreg.store import SNAPSHOT_FIELDS, open_store, payload_of
+from flowreg.sync import SyncEngine
+
+COLD = """
+import asyncio, json, sys, time
+t0 = time.perf_counter()
+from flowreg.store import open_store
+store = open_store(sys.argv[1])
+snap = asyncio.run(store.snapshot(sys.argv[2]))
+print(json.dumps({"wall": time.perf_counter() - t0, "points": len(snap)}))
+"""
+
+
+async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
+                   page_sizes: Sequence[int] = (), repeat: int = 5) -> list[dict[str, Any]]:
+    if location == ":memory:":
+        location = tempfile.mkdtemp(prefix="bench-edge-")
+    store = open_store(location)
+    counts = store.stats.calls
+    emb = CountingEmbedder(make_embedder(embedder_kind, url))
+    engine = SyncEngine(store, emb)
+    registry = make_registry(n)
+    with Phase("first apply", counts, emb) as first:
+        await engine.apply(registry)
+    results = [first.result()]
+    noops: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
+    shard: Any = store._shard  # the floor reads the engine's own shard, bypassing flowreg
+    import qdrant_edge as q
+
+    for _ in range(max(1, repeat)):
+        registry = make_registry(n)
+        with Phase("no-op re-apply", counts, emb) as phase:
+            await engine.apply(registry)
+        noops.append(phase.result())
+        del registry
+        gc.disable()
+        with Phase("floor: bare scroll", counts, emb) as phase:
+            offset: Any = None
+            pages = []
+            while True:
+                records, offset = shard.scroll(q.ScrollRequest(
+                    offset=offset, limit=store.page_size, with_payload=SNAPSHOT_FIELDS,
+                    with_vector=False))
+                pages.append([(str(r.id), r.payload) for r in records])
+                if offset is None:
+                    break
+            read = sum(map(len, pages))
+            del pages, records
+        gc.enable()
+        assert read == n
+        floors.append(phase.result())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    registry = change_one_percent(make_registry(n))
+    with Phase("1% changed", counts, emb) as phase:
+        await engine.apply(registry)
+    results += [{**median(noops), "rss_mib": rss}, phase.result(), median(floors)]
+    await store.close()
+    cold = json.loads(subprocess.run([sys.executable, "-c", COLD, location, "bench_agent"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert cold["points"] == n
+    results.append({"phase": "cold open + snapshot (new process)", "wall": cold["wall"],
+                    "emb_calls": 0, "emb_texts": 0, "q_calls": 0, "q_writes": 0})
+    registry = make_registry(n)
+    vectors = await emb.inner.embed([f.embedding_text for f in registry.flows])
+    points = [q.Point(point_id(registry.agent_id, f.name), v,
+                      payload_of(f, registry.agent_id, registry.owner, emb.identity))
+              for f, v in zip(registry.flows, vectors, strict=True)]
+    floor = q.EdgeShard.create(str(Path(location) / "floor"), q.EdgeConfig(
+        vectors=q.EdgeVectorParams(size=384, distance=q.Distance.Cosine)))
+    with Phase("floor: bare batched upsert", counts, emb) as phase:
+        for i in range(0, len(points), 100):
+            floor.update(q.UpdateOperation.upsert_points(points[i:i + 100]))
+    results.append(phase.result())
+    floor.close()
+    await emb.aclose()
+    results[0]["rss_mib"] = rss
+    time.sleep(0)
+    return results
