@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: Python deps into .venv, the control-plane
-# binaries (kube-apiserver, etcd, kubectl, helm) into a cache outside the repo, lint, then pytest.
+# binaries (kube-apiserver, etcd, kubectl, helm) and a Qdrant server into a cache outside the
+# repo, lint, then pytest.
 # Extra arguments go to pytest (e.g. `bash hack/test.sh -m "not e2e"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,12 @@ fi
 if [ -f hack/testbin.sh ] && [ "${FLOWREG_SKIP_E2E:-}" != "1" ]; then
   FLOWREG_TESTBIN_DIR="$(bash hack/testbin.sh | tail -n 1)"
   export FLOWREG_TESTBIN_DIR
+fi
+
+# A Qdrant server for the store tests, unless one is given ($QDRANT_URL, e.g. from Docker).
+if [ -z "${QDRANT_URL:-}" ] && [ "${FLOWREG_SKIP_QDRANT_SERVER:-}" != "1" ]; then
+  FLOWREG_QDRANT_BIN="$(bash hack/qdrant.sh | tail -n 1)"
+  export FLOWREG_QDRANT_BIN
 fi
 
 .venv/bin/ruff check operator tests bench

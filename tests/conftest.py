@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.qdrant_server import stop_session_server
 from tests.support.stores import backends, drop, open_backend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,3 +64,14 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     opened = open_backend(request.param, tmp_path)
     yield opened
     await drop(opened)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_qdrant_server_at_the_end() -> Any:
+    """The session's Qdrant server (started on first use) stops with the session."""
+    yield
+    stop_session_server()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "store backends: " + ", ".join(backends())

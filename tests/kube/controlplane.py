@@ -12,14 +12,10 @@ Binaries come from ``$FLOWREG_TESTBIN_DIR`` (built by ``hack/testbin.sh``).
 from __future__ import annotations
 
 import base64
-import contextlib
-import ctypes
 import datetime as dt
 import ipaddress
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -35,6 +31,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from tests.support.processes import die_with_parent, stop_group
+from tests.support.processes import free_port as free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BINARIES = ("etcd", "kube-apiserver", "kubectl", "helm")
@@ -58,18 +57,6 @@ def find_testbin(build: bool = False) -> Path:
 
 def missing_binaries(directory: Path) -> list[str]:
     return [b for b in BINARIES if not os.access(directory / b, os.X_OK)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -228,16 +215,8 @@ class ControlPlane:
         """Stop kube-apiserver, then etcd (SIGTERM, then SIGKILL); remove the work dir."""
         for name in ("kube-apiserver", "etcd"):
             proc = self.processes.pop(name, None)
-            if proc is None or proc.poll() is not None:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout)
+            if proc is not None:
+                stop_group(proc, timeout)
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def pids(self) -> dict[str, int]:
@@ -262,7 +241,7 @@ class ControlPlane:
         log = (self.work_dir / f"{name}.log").open("wb")
         self.processes[name] = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)
+            preexec_fn=die_with_parent)
         log.close()
 
     def _write_kubeconfig(self) -> None:

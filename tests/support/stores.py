@@ -1,24 +1,26 @@
 """The store backends the suite runs every store test on.
 
 ``memory`` (qdrant-client's emulation) and ``edge`` (Qdrant Edge in a temporary directory) are
-always here; ``server`` joins when a Qdrant server is given by ``$QDRANT_URL`` (and
-``$QDRANT_API_KEY``). Each test gets a collection of its own, dropped afterwards.
+always here; ``server`` (REST) and ``server-grpc`` join when a Qdrant server is at hand: the
+binary hack/qdrant.sh builds (``$FLOWREG_QDRANT_BIN``), started once for the session, or an
+external one at ``$QDRANT_URL`` (and ``$QDRANT_API_KEY``). Each test gets a collection of its
+own, dropped afterwards.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
 from flowreg.store import FlowStore, open_store
+from tests.support.qdrant_server import server_available, session_server
 
 
 def backends() -> list[str]:
     """The backends this machine has."""
     found = ["memory", "edge"]
-    if os.environ.get("QDRANT_URL"):
-        found.append("server")
+    if server_available():
+        found += ["server", "server-grpc"]
     return found
 
 
@@ -28,9 +30,12 @@ def open_backend(kind: str, tmp_path: Path, *, page_size: int | None = None) -> 
         return open_store(":memory:", "flows", page_size=page_size)
     if kind == "edge":
         return open_store(str(tmp_path / "edge-store"), "flows", page_size=page_size)
-    if kind == "server":
-        return open_store(os.environ["QDRANT_URL"], f"t_{uuid.uuid4().hex[:12]}",
-                          page_size=page_size)
+    if kind in ("server", "server-grpc"):
+        endpoint = session_server()
+        grpc = kind == "server-grpc" and endpoint.grpc_port is not None
+        return open_store(endpoint.url, f"t_{uuid.uuid4().hex[:12]}", api_key=endpoint.api_key,
+                          page_size=page_size, prefer_grpc=grpc,
+                          grpc_port=endpoint.grpc_port or 6334)
     raise ValueError(f"unknown store backend {kind!r}")
 
 

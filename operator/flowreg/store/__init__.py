@@ -45,7 +45,8 @@ def is_url(location: str) -> bool:
 
 def open_store(location: str = DEFAULT_LOCATION, collection: str = DEFAULT_COLLECTION, *,
                api_key: str | None = None, timeout: float = 30.0,
-               page_size: int | None = None, prefer_grpc: bool = False) -> FlowStore:
+               page_size: int | None = None, prefer_grpc: bool = False,
+               grpc_port: int = 6334) -> FlowStore:
     """The store at ``location`` (a directory, an ``http(s)://`` URL or ``:memory:``).
 
     A directory written by an earlier flowreg (qdrant-client's emulation layout) is migrated
@@ -60,7 +61,8 @@ def open_store(location: str = DEFAULT_LOCATION, collection: str = DEFAULT_COLLE
         from flowreg.store.client import ClientStore
 
         return ClientStore.connect(location, collection, api_key=api_key, timeout=timeout,
-                                   page_size=page_size, prefer_grpc=prefer_grpc)
+                                   page_size=page_size, prefer_grpc=prefer_grpc,
+                                   grpc_port=grpc_port)
     if location == ":memory:":
         from flowreg.store.client import ClientStore
 

@@ -31,6 +31,12 @@ EDGE_PAGE_SIZE = 5_000
 CONFIG_FILE = "edge_config.json"
 
 
+def shard_config(q: Any, dimension: int) -> Any:
+    """A shard of cosine vectors; payloads held in RAM (snapshots read every point's subset)."""
+    return q.EdgeConfig(vectors=q.EdgeVectorParams(size=dimension, distance=q.Distance.Cosine),
+                        payload_memory=q.Memory.Pinned)
+
+
 def is_shard(path: Path) -> bool:
     """Whether ``path`` holds an Edge shard."""
     return (path / CONFIG_FILE).is_file()
@@ -72,8 +78,7 @@ class EdgeStore(FlowStore):
 
     async def _create(self, dimension: int) -> None:
         q = self._q
-        config = q.EdgeConfig(vectors=q.EdgeVectorParams(size=dimension,
-                                                         distance=q.Distance.Cosine))
+        config = shard_config(q, dimension)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._shard = self._open(lambda: q.EdgeShard.create(str(self.path), config))
         for name in INDEXED_FIELDS:

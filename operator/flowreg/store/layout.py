@@ -21,7 +21,7 @@ from typing import Any
 
 from flowreg.errors import StoreIncompatible, StoreUnavailable
 from flowreg.store.base import INDEXED_FIELDS, in_use
-from flowreg.store.edge import is_shard
+from flowreg.store.edge import is_shard, shard_config
 
 LEGACY_META = "meta.json"
 LEGACY_DIR = "collection"
@@ -100,8 +100,7 @@ def _copy(client: Any, name: str, staging: Path) -> None:
         raise StoreIncompatible(
             f"collection {name!r} of {staging.parent} uses named vectors; flowreg cannot "
             "migrate it into Qdrant Edge")
-    shard = q.EdgeShard.create(str(staging), q.EdgeConfig(
-        vectors=q.EdgeVectorParams(size=int(vectors.size), distance=q.Distance.Cosine)))
+    shard = q.EdgeShard.create(str(staging), shard_config(q, int(vectors.size)))
     try:
         for field in INDEXED_FIELDS:
             shard.update(q.UpdateOperation.create_field_index(field, q.PayloadSchemaType.Keyword))

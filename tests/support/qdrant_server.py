@@ -1,0 +1,132 @@
+"""A real Qdrant server for the test session: the binary `hack/qdrant.sh` builds, on loopback.
+
+``QdrantServer`` starts the server on free HTTP and gRPC ports with its own storage directory
+and an API key, waits for ``/readyz``, and stops it (children die with the test process too).
+``session_server()`` is the one server of the session, started on first use; ``$QDRANT_URL``
+(with ``$QDRANT_API_KEY``) names an external server instead, and nothing is started.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import die_with_parent, free_port, stop_group
+
+STARTUP_BUDGET = 60.0
+"""Seconds to wait for /readyz: the server is ready in about 0.5 s on an idle 2-core machine;
+the budget leaves two orders of magnitude for a loaded one."""
+
+
+def server_binary() -> Path | None:
+    """The server binary named by ``$FLOWREG_QDRANT_BIN`` (set by hack/test.sh), if built."""
+    path = os.environ.get("FLOWREG_QDRANT_BIN")
+    return Path(path) if path and os.access(path, os.X_OK) else None
+
+
+def server_available() -> bool:
+    return bool(os.environ.get("QDRANT_URL")) or server_binary() is not None
+
+
+@dataclass
+class Endpoint:
+    url: str
+    api_key: str | None
+    grpc_port: int | None = None
+
+
+class QdrantServer:
+    """One Qdrant server process with its own storage, on 127.0.0.1."""
+
+    def __init__(self, binary: Path, storage: Path | None = None) -> None:
+        self.binary = binary
+        self.work = Path(tempfile.mkdtemp(prefix="flowreg-qdrant-"))
+        self.storage = storage or self.work / "storage"
+        self.api_key = secrets.token_hex(16)
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(f"http://127.0.0.1:{self.http_port}", self.api_key, self.grpc_port)
+
+    def start(self, timeout: float = STARTUP_BUDGET) -> QdrantServer:
+        env = {**os.environ,
+               "QDRANT__SERVICE__HOST": "127.0.0.1",
+               "QDRANT__SERVICE__HTTP_PORT": str(self.http_port),
+               "QDRANT__SERVICE__GRPC_PORT": str(self.grpc_port),
+               "QDRANT__SERVICE__API_KEY": self.api_key,
+               "QDRANT__STORAGE__STORAGE_PATH": str(self.storage),
+               "QDRANT__STORAGE__SNAPSHOTS_PATH": str(self.work / "snapshots"),
+               "QDRANT__TELEMETRY_DISABLED": "true",
+               "QDRANT__LOG_LEVEL": "WARN"}
+        log = (self.work / "qdrant.log").open("ab")
+        self.proc = subprocess.Popen([str(self.binary)], cwd=self.work, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=die_with_parent)
+        log.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"qdrant exited with {self.proc.returncode}: {self.log()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"qdrant not ready within {timeout} s: {self.log()}")
+
+    def log(self) -> str:
+        path = self.work / "qdrant.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop the process (storage kept: ``start`` again resumes on it)."""
+        if self.proc is not None:
+            stop_group(self.proc)
+            self.proc = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+_session: QdrantServer | None = None
+
+
+def session_server() -> Endpoint:
+    """The session's server, started on first use (or ``$QDRANT_URL``)."""
+    global _session
+    if os.environ.get("QDRANT_URL"):
+        return Endpoint(os.environ["QDRANT_URL"], os.environ.get("QDRANT_API_KEY"))
+    if _session is None:
+        binary = server_binary()
+        if binary is None:
+            raise RuntimeError("no Qdrant server: run hack/qdrant.sh or set QDRANT_URL")
+        _session = QdrantServer(binary).start()
+        atexit.register(_session.remove)
+    return _session.endpoint
+
+
+def stop_session_server() -> None:
+    global _session
+    if _session is not None:
+        _session.remove()
+        _session = None
