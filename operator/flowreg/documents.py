@@ -70,12 +70,17 @@ _SLOW_TEXT = tuple(re.compile(p) for p in (
 ))
 _SLOW_UNICODE = re.compile("[\x85\u2028\u2029\ufeff]")   # YAML 1.1 line breaks, BOM
 # ... and what the data shows, encoded as JSON: strings YAML 1.1 reads as another type when
-# they are plain (yes, on, 1:20, 2024-01-01, <<, =), and floats (1e3 is a string in 1.1).
+# they are plain (yes, on, 1_000, 1:20, 0x1f, 2024-01-01, <<, =), floats (1e3 is a string in
+# YAML 1.1), nulls (an overflowing float such as 1e999 is encoded as null), and strings of
+# line breaks only (yaml_rs reads an empty block scalar as "\n", libyaml as "").
 _SLOW_DATA = (
     re.compile(rb'"(?<=[:\[,{]")(?:[yY]es|YES|[nN]o|NO|[oO]n|ON|[oO]ff|OFF|<<|='
-               rb'|[-+]?\.?[0-9][0-9A-Za-z_.:+-]*|[-+]?\.(?:inf|Inf|INF|nan|NaN|NAN)'
-               rb'|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[^"]*)"'),
+               rb"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])*(?:\.[0-9_]*(?:[eE][-+][0-9]+)?)?"
+               rb"|[-+]?0b[01_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+               rb'|[-+]?\.(?:inf|Inf|INF|nan|NaN|NAN)|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[^"]*'
+               rb'|(?:\\n)+)"'),
     re.compile(rb"[:\[,]-?[0-9]+(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)(?=[,\]}])"),
+    re.compile(rb"null(?<=[:\[,]null)(?=[,\]}])"),
 )
 _DOCUMENT_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.MULTILINE)
 
