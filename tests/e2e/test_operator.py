@@ -36,6 +36,7 @@ from tests.e2e.operator_harness import (
     wait_watching,
     write_config,
 )
+from tests.kube.controlplane import scaled
 
 pytestmark = pytest.mark.e2e
 TIMINGS: dict[str, float] = {}
@@ -117,7 +118,7 @@ def test_kubectl_apply_then_wait_ready_and_qdrant_holds_exactly_the_flows(
     started = time.monotonic()
     kctl("apply", "-f", "-", stdin=yaml.safe_dump(doc))
     kctl("wait", "--for=condition=Ready", f"flowregistry/{doc['metadata']['name']}",
-         "-n", namespace, "--timeout=60s")
+         "-n", namespace, f"--timeout={scaled(60):.0f}s")
     TIMINGS["apply->Ready, 6 flows"] = time.monotonic() - started
     held = operator.flows(agent)
     declared = {f["name"]: f for f in doc["spec"]["flows"]}
@@ -193,7 +194,7 @@ def test_out_of_band_changes_in_qdrant_are_repaired(operator, kube_api, namespac
                                        points=[point_id(agent, "flow_00002")])
 
     operator.store_call(tamper)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while time.monotonic() < deadline:
         held = operator.flows(agent)
         if "flow_00001" in held and held["flow_00002"][0].description != "tampered":
@@ -202,7 +203,7 @@ def test_out_of_band_changes_in_qdrant_are_repaired(operator, kube_api, namespac
     held = operator.flows(agent)
     assert set(held) == {f"flow_{i:05d}" for i in range(5)}
     assert held["flow_00002"][0].description == "Handle request kind 2"
-    deadline = time.monotonic() + 15  # kopf posts events in the background
+    deadline = time.monotonic() + scaled(15)  # kopf posts events in the background
     while time.monotonic() < deadline:
         repaired = [e for e in events_for(kube_api, namespace, "drift")
                     if e.reason == "DriftRepaired"]
