@@ -228,11 +228,13 @@ def _at(obj: Any, path: Path_, where: Path_) -> Iterator[tuple[Path_, Any]]:
 def _list_map_duplicates(items: list[Any], keys: tuple[str, ...],
                          path: Path_) -> Iterator[SchemaError]:
     """Duplicate keys in an ``x-kubernetes-list-type: map`` list, as the apiserver says."""
-    seen: dict[Any, int] = {}
+    seen: dict[tuple[Any, ...], int] = {}
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             continue
-        ident = tuple(json.dumps(item.get(k), sort_keys=True, default=str) for k in keys)
+        ident = tuple(item.get(k) for k in keys)
+        if not all(isinstance(v, str | int | None) for v in ident):
+            ident = tuple(json.dumps(v, sort_keys=True, default=str) for v in ident)
         if ident in seen:
             token = json.dumps({k: item.get(k) for k in keys}, sort_keys=True, default=str)
             yield SchemaError((*path, index),
