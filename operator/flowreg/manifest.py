@@ -102,17 +102,24 @@ def _parse_all(docs: list[Document], verify_checksums: bool,
 
 def parse_object(obj: Mapping[str, Any], source: str = "",
                  *, verify_checksums: bool = True) -> Declaration:
-    """One FlowRegistry from a plain object (e.g. from the Kubernetes API)."""
+    """One FlowRegistry from a plain object (e.g. from the Kubernetes API).
+
+    The CRD's minimum durations are not enforced here: the apiserver enforces them on writes,
+    and an object stored before a minimum was raised keeps working (its reader clamps).
+    """
     doc = Document(source=source, data=obj)
-    decl, problems = parse_document(doc, verify_checksums=verify_checksums)
+    decl, problems = parse_document(doc, verify_checksums=verify_checksums, minimums=False)
     if problems or decl is None:
         raise InvalidSpec(problems or [Problem("not a FlowRegistry", source=source)])
     return decl
 
 
-def parse_document(doc: Document, *, verify_checksums: bool = True,
+def parse_document(doc: Document, *, verify_checksums: bool = True, minimums: bool = True,
                    ) -> tuple[Declaration | None, list[Problem]]:
-    """Check one document against the schema and the rules the schema cannot state."""
+    """Check one document against the schema and the rules the schema cannot state.
+
+    ``minimums=False`` leaves out the CRD's minimum durations (see ``parse_object``).
+    """
     data = doc.data
     if not isinstance(data, dict):
         return None, [Problem("a manifest must be a mapping", source=doc.source,
@@ -122,7 +129,8 @@ def parse_document(doc: Document, *, verify_checksums: bool = True,
         return None, [Problem(
             f"expected apiVersion {schema.API_VERSION} and kind {schema.KIND}, got {got}",
             source=doc.source, line=doc.line_of(()))]
-    problems = [_problem(doc, err.path, err.message) for err in schema.validate(data)]
+    problems = [_problem(doc, err.path, err.message)
+                for err in schema.validate(data, minimums=minimums)]
     problems.extend(_check_metadata(doc))
     if not doc.located and not problems:
         # a document the schema accepts nests deeper than it allows only where it lets

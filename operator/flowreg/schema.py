@@ -171,8 +171,11 @@ class SchemaError:
     message: str
 
 
-def validate(obj: Any) -> list[SchemaError]:
-    """Every schema violation in ``obj`` (a whole FlowRegistry object), in document order."""
+def validate(obj: Any, *, minimums: bool = True) -> list[SchemaError]:
+    """Every schema violation in ``obj`` (a whole FlowRegistry object), in document order.
+
+    ``minimums=False`` leaves out the minimum durations of the CRD's CEL rules.
+    """
     compiled = _compiled()
     errors: list[SchemaError] = []
     try:
@@ -185,7 +188,7 @@ def validate(obj: Any) -> list[SchemaError]:
         for where, items in _at(obj, path[:-1] if path and path[-1] == "*" else path, ()):
             if isinstance(items, list):
                 errors.extend(_list_map_duplicates(items, keys, where))
-    for path, seconds, text, message in compiled.minimum_durations:
+    for path, seconds, text, message in compiled.minimum_durations if minimums else ():
         for where, value in _at(obj, path, ()):
             try:
                 too_short = isinstance(value, str) and parse_duration(value) < seconds
