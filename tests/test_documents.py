@@ -51,10 +51,12 @@ HOSTILE = {
 def flowreg_in_bounds(*args: str, stdin: bytes | None = None,
                       ) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run ``flowreg`` in a child with an address-space limit; its exit and peak RSS (MB)."""
-    code = ("import resource, sys\nfrom flowreg.cli.main import main\n"
+    # VmHWM is the peak RSS of this address space (ru_maxrss would carry the parent's over
+    # fork and exec)
+    code = ("import sys\nfrom flowreg.cli.main import main\n"
             "try:\n    code = main(sys.argv[1:])\nfinally:\n"
-            "    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-            " file=sys.stderr)\nsys.exit(code)\n")
+            "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+            "    print('maxrss', hwm[0].split()[1], file=sys.stderr)\nsys.exit(code)\n")
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
