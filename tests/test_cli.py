@@ -145,3 +145,57 @@ def test_api_key_never_on_the_command_line():
 
 def test_usage_error_exits_2():
     assert run("apply").returncode == 2
+
+
+HEAVY = ("qdrant_client", "kopf", "kubernetes", "pydantic", "jsonschema", "httpx", "grpc")
+
+
+def imported_by(*argv: str) -> set[str]:
+    """The top-level packages a ``flowreg`` process has imported when ``argv`` is done."""
+    code = ("import sys\nfrom flowreg.cli.main import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                            text=True, timeout=120)
+    return set(result.stdout.split())
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("apply", "--help"),
+                                  ("validate", "-f", str(EXAMPLE)),
+                                  ("checksum", "-f", str(EXAMPLE))])
+def test_help_and_offline_commands_load_no_store_client_or_kubernetes(argv):
+    loaded = imported_by(*argv)
+    assert "flowreg" in loaded
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_apply_on_a_directory_loads_qdrant_edge_and_not_the_server_client(tmp_path):
+    loaded = imported_by("apply", "-f", str(EXAMPLE), "--store", str(tmp_path / "q"))
+    assert "qdrant_edge" in loaded and "qdrant_client" not in loaded
+
+
+def test_cli_defaults_are_the_engines():
+    from flowreg import store, sync
+    from flowreg.cli import main as cli
+
+    assert (cli.DEFAULT_LOCATION, cli.DEFAULT_COLLECTION, cli.DEFAULT_BATCH_SIZE) == (
+        store.DEFAULT_LOCATION, store.DEFAULT_COLLECTION, sync.DEFAULT_BATCH_SIZE)
+
+
+def test_input_without_a_flowregistry_exits_3_and_says_so(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    for command in ("validate", "plan", "apply"):
+        result = run(command, "-f", str(empty), *(() if command == "validate" else
+                                                  ("--store", str(tmp_path / "q"))))
+        assert result.returncode == 3, result.stderr
+        assert f"{empty}: no FlowRegistry document found (empty input)" in result.stderr
+    assert not (tmp_path / "q").exists()
+
+
+def test_manifest_from_standard_input():
+    result = subprocess.run([sys.executable, "-m", "flowreg.cli.main", "validate", "-f", "-"],
+                            input=EXAMPLE.read_text(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "-: FlowRegistry default/finance-bot" in result.stdout

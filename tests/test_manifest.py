@@ -180,3 +180,25 @@ def test_checksum_is_full_sha256_and_ignores_the_name():
                          blueprint=flow.blueprint)
     assert changed.content_checksum != flow.content_checksum
     assert changed.text_checksum == flow.text_checksum
+
+
+@pytest.mark.parametrize("interval", ["0s", "500ms", "9s"])
+def test_an_interval_under_the_crds_minimum_is_rejected(write_manifest, interval):
+    path = write_manifest(registry_doc(make_flows(1), interval=interval))
+    [problem] = problems_of(path)
+    assert 'field "spec.interval": interval must be at least 10s' in problem
+    assert f"(got {interval}, minimum 10s)" in problem and f"{path}:" in problem
+
+
+def test_the_interval_minimum_is_the_crds_cel_rule():
+    from flowreg import schema
+
+    [rule] = schema.object_schema()["properties"]["spec"]["properties"]["interval"][
+        "x-kubernetes-validations"]
+    assert rule["rule"] == "duration(self) >= duration('10s')"
+    assert schema.minimum_duration(("spec", "interval")) == 10.0
+
+
+def test_an_interval_at_the_minimum_is_accepted(write_manifest):
+    [decl] = manifest.load([write_manifest(registry_doc(make_flows(1), interval="10s"))])
+    assert decl.interval == "10s"

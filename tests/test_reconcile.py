@@ -189,7 +189,7 @@ async def test_a_drift_check_queued_behind_a_sync_does_not_sync_again():
 
     registry = CollectorRegistry()
     rec = Reconciler(parse_config({}), RecordingSink(), Metrics(registry))
-    body = body_of(make_flows(50), interval="1s")
+    body = body_of(make_flows(50), interval="10s")
     try:
         assert rec.due(body)  # never checked by this process
         change = asyncio.create_task(rec.reconcile(body, trigger="resume"))
@@ -198,10 +198,28 @@ async def test_a_drift_check_queued_behind_a_sync_does_not_sync_again():
         assert (await change).reason == "Synced"
         assert registry.get_sample_value("flowreg_syncs_total", {"result": "Synced"}) == 1
         assert not rec.due(body)
-        await asyncio.sleep(1.1)  # the interval has passed
+        [checked] = rec._checked.values()
+        checked.at -= 9.5  # not yet: 10s is the interval
+        assert not rec.due(body)
+        checked.at -= 0.5  # the interval has passed
         assert rec.due(body)
         assert (await rec.check_drift(body)).reason == "Synced"
         assert registry.get_sample_value("flowreg_syncs_total", {"result": "Synced"}) == 2
+    finally:
+        await rec.close()
+
+
+async def test_an_interval_below_the_minimum_never_makes_deep_checks_more_frequent():
+    """The CRD refuses intervals under 10s; an object stored before that is synced, at 10s."""
+    rec = Reconciler(parse_config({}), RecordingSink())
+    body = body_of(make_flows(1), interval="1s")
+    try:
+        assert (await rec.reconcile(body, trigger="change")).reason == "Synced"
+        [checked] = rec._checked.values()
+        checked.at -= 5
+        assert not rec.due(body)
+        checked.at -= 5
+        assert rec.due(body)
     finally:
         await rec.close()
 

@@ -9,41 +9,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flowreg import blueprint as blueprints
-from flowreg import schema
+from flowreg import documents, schema
+from flowreg.documents import Document, PathKey
 from flowreg.errors import InvalidSpec, Problem
 from flowreg.flow import Flow, Registry, SyncPolicy
 
-Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-PathKey = tuple[str | int, ...]
 MANIFEST_SUFFIXES = (".yaml", ".yml")
+INTERVAL_PATH: PathKey = ("spec", "interval")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
-
-@dataclass
-class Document:
-    """One YAML document of a file, with the line of every path in it (1-based)."""
-
-    source: str
-    data: Any
-    lines: dict[PathKey, int] = field(default_factory=dict)
-    nodes: dict[PathKey, yaml.Node] = field(default_factory=dict)
-    text: str = ""
-
-    def line_of(self, path: Sequence[str | int]) -> int | None:
-        """The line of the deepest known prefix of ``path``."""
-        key = tuple(path)
-        while key:
-            if key in self.lines:
-                return self.lines[key]
-            key = key[:-1]
-        return self.lines.get(())
+__all__ = ["Declaration", "Document", "load", "manifest_files", "parse_document",
+           "parse_object", "refresh_checksums"]
 
 
 @dataclass(frozen=True)
@@ -77,69 +58,68 @@ def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def read_documents(text: str, source: str, *, loader_class: type | None = None,
-                   ) -> list[Document]:
-    """Parse multi-document YAML; raises ``InvalidSpec`` with the line of a syntax error.
-
-    ``loader_class`` defaults to libyaml's loader when available; pass ``yaml.SafeLoader``
-    when character offsets of nodes are needed (text edits).
-    """
-    docs: list[Document] = []
-    loader = (loader_class or Loader)(text)
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            doc = Document(source=source, data=None, text=text)
-            problems = _index(node, (), doc)
-            if problems:
-                raise InvalidSpec(problems)
-            doc.data = loader.construct_document(node)
-            if doc.data is not None:
-                docs.append(doc)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise InvalidSpec(Problem(f"malformed YAML: {what}", source=source, line=line)) from None
-    except yaml.YAMLError as exc:
-        raise InvalidSpec(Problem(f"malformed YAML: {exc}", source=source)) from None
-    finally:
-        loader.dispose()
-    return docs
-
-
 def load(paths: Iterable[str | Path], *, verify_checksums: bool = True) -> list[Declaration]:
-    """Every FlowRegistry in ``paths``, validated; raises ``InvalidSpec`` listing all problems."""
+    """Every FlowRegistry in ``paths``, validated; raises ``InvalidSpec`` listing all problems.
+
+    Each file is read under the limits of ``flowreg.documents``; a file with a problem is read
+    again with lines recorded, so that every problem names its line. Input that holds no
+    document at all is refused.
+    """
     declarations: list[Declaration] = []
     problems: list[Problem] = []
-    for path in manifest_files(paths):
-        text = _read(path)
-        for doc in read_documents(text, str(path)):
-            decl, found = parse_document(doc, verify_checksums=verify_checksums)
-            problems.extend(found)
-            if decl is not None:
-                declarations.append(decl)
+    files = manifest_files(paths)
+    count = 0
+    for path in files:
+        text = documents.read_text(path)
+        docs = documents.read_documents(text, str(path))
+        decls, found = _parse_all(docs, verify_checksums)
+        if found and not all(doc.located for doc in docs):
+            docs = documents.read_documents(text, str(path), located=True)
+            decls, found = _parse_all(docs, verify_checksums)
+        count += len(docs)
+        declarations.extend(decls)
+        problems.extend(found)
+    if not count and not problems:
+        problems.append(Problem("no FlowRegistry document found (empty input)",
+                                source=", ".join(map(str, files))))
     problems.extend(_cross_checks(declarations))
     if problems:
         raise InvalidSpec(problems)
     return declarations
 
 
+def _parse_all(docs: list[Document], verify_checksums: bool,
+               ) -> tuple[list[Declaration], list[Problem]]:
+    declarations: list[Declaration] = []
+    problems: list[Problem] = []
+    for doc in docs:
+        decl, found = parse_document(doc, verify_checksums=verify_checksums)
+        problems.extend(found)
+        if decl is not None:
+            declarations.append(decl)
+    return declarations, problems
+
+
 def parse_object(obj: Mapping[str, Any], source: str = "",
                  *, verify_checksums: bool = True) -> Declaration:
-    """One FlowRegistry from a plain object (e.g. from the Kubernetes API)."""
+    """One FlowRegistry from a plain object (e.g. from the Kubernetes API).
+
+    The CRD's minimum durations are not enforced here: the apiserver enforces them on writes,
+    and an object stored before a minimum was raised keeps working (its reader clamps).
+    """
     doc = Document(source=source, data=obj)
-    decl, problems = parse_document(doc, verify_checksums=verify_checksums)
+    decl, problems = parse_document(doc, verify_checksums=verify_checksums, minimums=False)
     if problems or decl is None:
         raise InvalidSpec(problems or [Problem("not a FlowRegistry", source=source)])
     return decl
 
 
-def parse_document(doc: Document, *, verify_checksums: bool = True,
+def parse_document(doc: Document, *, verify_checksums: bool = True, minimums: bool = True,
                    ) -> tuple[Declaration | None, list[Problem]]:
-    """Check one document against the schema and the rules the schema cannot state."""
+    """Check one document against the schema and the rules the schema cannot state.
+
+    ``minimums=False`` leaves out the CRD's minimum durations (see ``parse_object``).
+    """
     data = doc.data
     if not isinstance(data, dict):
         return None, [Problem("a manifest must be a mapping", source=doc.source,
@@ -149,8 +129,15 @@ def parse_document(doc: Document, *, verify_checksums: bool = True,
         return None, [Problem(
             f"expected apiVersion {schema.API_VERSION} and kind {schema.KIND}, got {got}",
             source=doc.source, line=doc.line_of(()))]
-    problems = [_problem(doc, err.path, err.message) for err in schema.validate(data)]
+    problems = [_problem(doc, err.path, err.message)
+                for err in schema.validate(data, minimums=minimums)]
     problems.extend(_check_metadata(doc))
+    if not doc.located and not problems:
+        # a document the schema accepts nests deeper than it allows only where it lets
+        # anything in; the located reader names the line
+        for key in ("metadata", "status"):
+            if documents.deeper_than(data.get(key), documents.MAX_DEPTH - 1):
+                problems.append(_problem(doc, (key,), "nested too deep"))
     if problems:
         return None, problems
     schema.apply_defaults(data)
@@ -247,40 +234,6 @@ def _dotted(path: Sequence[str | int]) -> str:
     return out
 
 
-def _index(node: yaml.Node, path: PathKey, doc: Document) -> list[Problem]:
-    """Record the line of every path under ``node``; report duplicate mapping keys."""
-    doc.lines.setdefault(path, node.start_mark.line + 1)
-    doc.nodes[path] = node
-    problems: list[Problem] = []
-    if isinstance(node, yaml.MappingNode):
-        keys: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in keys:
-                problems.append(Problem(
-                    f"duplicate key {key!r} (first on line {keys[key]})",
-                    source=doc.source, line=line, field=_dotted((*path, key))))
-            keys[key] = line
-            doc.lines[(*path, key)] = line
-            problems.extend(_index(value_node, (*path, key), doc))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            problems.extend(_index(item, (*path, i), doc))
-    return problems
-
-
-def _read(path: Path) -> str:
-    import sys
-
-    try:
-        if str(path) == "-":
-            return sys.stdin.read()
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidSpec(Problem(f"cannot read: {exc}", source=str(path))) from None
-
-
 def refresh_checksums(text: str, source: str) -> tuple[str, list[str]]:
     """``text`` with every flow's ``checksum`` set to its computed value; and the names changed.
 
@@ -288,31 +241,41 @@ def refresh_checksums(text: str, source: str) -> tuple[str, list[str]]:
     value is replaced, a missing one is added after the flow's ``name``. The input must pass
     every check but the checksums; otherwise ``InvalidSpec`` is raised and nothing changes.
     """
+    import yaml
+
     edits: list[tuple[int, int, str]] = []
     changed: list[str] = []
     problems: list[Problem] = []
-    for doc in read_documents(text, source, loader_class=yaml.SafeLoader):
-        decl, found = parse_document(doc, verify_checksums=False)
-        problems.extend(found)
-        if decl is None:
-            continue
+    docs = documents.read_documents(text, source, located=True)  # bounded: refuses the hostile
+    decls, problems = _parse_all(docs, verify_checksums=False)
+    if problems:
+        raise InvalidSpec(problems)
+    roots = [node for node in yaml.compose_all(text, Loader=yaml.SafeLoader)
+             if node is not None and not (isinstance(node, yaml.ScalarNode) and node.tag ==
+                                          "tag:yaml.org,2002:null")]
+    for doc, decl, root in zip(docs, decls, roots, strict=True):
+        flow_nodes = _flow_nodes(root)
         for index, flow in enumerate(decl.registry.flows):
             computed = flow.content_checksum
             if flow.checksum == computed:
                 continue
             changed.append(flow.name)
-            node = doc.nodes[("spec", "flows", index)]
-            edits.append(_checksum_edit(node, computed, doc))
-    if problems:
-        raise InvalidSpec(problems)
+            edits.append(_checksum_edit(flow_nodes[index], computed, doc))
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
     return text, changed
 
 
-def _checksum_edit(node: yaml.Node, checksum: str, doc: Document) -> tuple[int, int, str]:
+def _flow_nodes(root: Any) -> list[Any]:
+    """The nodes of ``spec.flows`` items in a composed FlowRegistry document."""
+    spec = next(v for k, v in root.value if k.value == "spec")
+    flows = next(v for k, v in spec.value if k.value == "flows")
+    return list(flows.value)
+
+
+def _checksum_edit(node: Any, checksum: str, doc: Document) -> tuple[int, int, str]:
     """The (start, end, text) edit that sets ``checksum`` in the flow mapping ``node``."""
-    if not isinstance(node, yaml.MappingNode):
+    if not isinstance(node.value, list) or (node.value and not isinstance(node.value[0], tuple)):
         raise InvalidSpec(Problem("a flow must be a mapping", source=doc.source,
                                   line=node.start_mark.line + 1))
     for key_node, value_node in node.value:

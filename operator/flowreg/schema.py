@@ -1,13 +1,16 @@
 """The FlowRegistry schema, read from the CRD file, and offline validation against it.
 
-``crds/flowregistry.yaml`` is the one schema: this module loads its ``openAPIV3Schema`` and
-checks objects the way the apiserver does for everything a structural schema states (types,
-required fields, patterns, bounds, enums, ``x-kubernetes-list-type: map`` key uniqueness,
-fields the schema does not declare) and applies its defaults. Undeclared fields are errors, as
-with ``kubectl apply``'s strict field validation: the apiserver would drop them, so a file that
-kept them would not mean, or checksum, the same offline and in a cluster. CEL rules in
-``x-kubernetes-validations`` compare with the old object (transition rules) and have no meaning
-offline, so they are left to the apiserver.
+``crds/flowregistry.yaml`` is the one schema: this module loads its ``openAPIV3Schema`` once
+and compiles it into a validator (``jsonschema_rs``, in Rust) that checks objects the way the
+apiserver does for everything a structural schema states: types, required fields, patterns,
+bounds, enums, and fields the schema does not declare (compiled as ``additionalProperties:
+false`` wherever the schema declares properties and does not preserve unknown fields).
+Undeclared fields are errors, as with ``kubectl apply``'s strict field validation: the apiserver
+would drop them, so a file that kept them would not mean, or checksum, the same offline and in
+a cluster. What JSON Schema cannot state is derived from the same schema at compile time: key
+uniqueness in ``x-kubernetes-list-type: map`` lists, the defaults, and the CEL rules of the form
+``duration(self) >= duration('10s')`` (minimum durations). Other CEL rules compare with the old
+object (transition rules) and have no meaning offline, so they are left to the apiserver.
 """
 
 from __future__ import annotations
@@ -15,14 +18,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import jsonschema
-import yaml
 
 GROUP = "flowreg.dev"
 VERSION = "v1alpha1"
@@ -47,8 +48,15 @@ def crd_path() -> Path:
 @functools.lru_cache(maxsize=1)
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition as a dict."""
-    with crd_path().open(encoding="utf-8") as fh:
-        loaded = yaml.safe_load(fh)
+    text = crd_path().read_text(encoding="utf-8")
+    try:
+        import yaml_rs
+
+        loaded = yaml_rs.loads(text, parse_datetime=False)
+    except ImportError:  # pragma: no cover - yaml-rs is a declared dependency
+        import yaml
+
+        loaded = yaml.safe_load(text)
     if not isinstance(loaded, dict):
         raise RuntimeError(f"{crd_path()} does not hold a CustomResourceDefinition")
     return loaded
@@ -64,11 +72,95 @@ def object_schema() -> dict[str, Any]:
     raise RuntimeError(f"{crd_path()} has no version {VERSION}")
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    """What validation needs, derived once from the schema."""
+
+    validator: Any
+    list_maps: tuple[tuple[Path_, tuple[str, ...]], ...]  # (path with "*" for items, keys)
+    minimum_durations: tuple[tuple[Path_, float, str, str], ...]  # path, seconds, text, message
+    defaults: dict[str, Any]  # the schema pruned to the branches that hold defaults
+
+
 @functools.lru_cache(maxsize=1)
-def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(json.dumps(object_schema()))
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
-    return cls(schema)
+def _compiled() -> _Compiled:
+    import jsonschema_rs
+
+    schema = object_schema()
+    list_maps: list[tuple[Path_, tuple[str, ...]]] = []
+    durations: list[tuple[Path_, float, str, str]] = []
+    for path, sub in _subschemas(schema, ()):
+        if sub.get("x-kubernetes-list-type") == "map":
+            list_maps.append((path, tuple(sub.get("x-kubernetes-list-map-keys", ()))))
+        for rule in sub.get("x-kubernetes-validations", ()):
+            match = _MIN_DURATION.fullmatch(rule.get("rule", "").strip())
+            if match:
+                durations.append((path, parse_duration(match.group(1)), match.group(1),
+                                  rule.get("message", f"must be at least {match.group(1)}")))
+    return _Compiled(jsonschema_rs.Draft7Validator(_strict(schema)), tuple(list_maps),
+                     tuple(durations), _with_defaults(schema) or {})
+
+
+_MIN_DURATION = re.compile(r"""duration\(self\)\s*>=\s*duration\(['"]([^'"]+)['"]\)""")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``90s``, ``10m``, ``1h30m``, ``500ms`` (CEL's units)."""
+    total, pos = 0.0, 0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"not a duration: {text!r}")
+    return total
+
+
+def minimum_duration(path: Path_) -> float | None:
+    """The minimum the CRD's CEL rules set for the duration at ``path`` (seconds), if any."""
+    for where, seconds, _, _ in _compiled().minimum_durations:
+        if where == tuple(path):
+            return seconds
+    return None
+
+
+def _subschemas(schema: dict[str, Any], path: Path_) -> Iterator[tuple[Path_, dict[str, Any]]]:
+    yield path, schema
+    for key, sub in schema.get("properties", {}).items():
+        yield from _subschemas(sub, (*path, key))
+    if isinstance(schema.get("items"), dict):
+        yield from _subschemas(schema["items"], (*path, "*"))
+
+
+def _strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with ``additionalProperties: false`` where it declares properties."""
+    out = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+    if "properties" in schema:
+        out["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
+        if not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(schema.get("items"), dict):
+        out["items"] = _strict(schema["items"])
+    return out
+
+
+def _with_defaults(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The part of ``schema`` that leads to a ``default`` (``None`` if none)."""
+    found: dict[str, Any] = {}
+    if "default" in schema:
+        found["default"] = schema["default"]
+    props = {k: sub for k, sub in ((k, _with_defaults(v))
+                                   for k, v in schema.get("properties", {}).items()) if sub}
+    if props:
+        found["properties"] = props
+    if isinstance(schema.get("items"), dict):
+        items = _with_defaults(schema["items"])
+        if items:
+            found["items"] = items
+    return found or None
 
 
 @dataclass(frozen=True)
@@ -79,20 +171,37 @@ class SchemaError:
     message: str
 
 
-def validate(obj: Any) -> list[SchemaError]:
-    """Every schema violation in ``obj`` (a whole FlowRegistry object), in document order."""
-    errors = [
-        SchemaError(tuple(err.absolute_path), _message(err))
-        for err in _validator().iter_errors(obj)
-    ]
-    errors.extend(_list_map_duplicates(object_schema(), obj, ()))
-    errors.extend(_unknown_fields(object_schema(), obj, ()))
+def validate(obj: Any, *, minimums: bool = True) -> list[SchemaError]:
+    """Every schema violation in ``obj`` (a whole FlowRegistry object), in document order.
+
+    ``minimums=False`` leaves out the minimum durations of the CRD's CEL rules.
+    """
+    compiled = _compiled()
+    errors: list[SchemaError] = []
+    try:
+        valid = compiled.validator.is_valid(obj)
+        if not valid:
+            errors.extend(_schema_error(err) for err in compiled.validator.iter_errors(obj))
+    except (ValueError, TypeError) as exc:  # a value JSON cannot hold (a non-string key...)
+        return [SchemaError((), f"not a JSON object: {exc}")]
+    for path, keys in compiled.list_maps:
+        for where, items in _at(obj, path[:-1] if path and path[-1] == "*" else path, ()):
+            if isinstance(items, list):
+                errors.extend(_list_map_duplicates(items, keys, where))
+    for path, seconds, text, message in compiled.minimum_durations if minimums else ():
+        for where, value in _at(obj, path, ()):
+            try:
+                too_short = isinstance(value, str) and parse_duration(value) < seconds
+            except ValueError:
+                continue  # the pattern reports it
+            if too_short:
+                errors.append(SchemaError(where, f"{message} (got {value}, minimum {text})"))
     return sorted(errors, key=lambda e: [str(p).zfill(8) for p in e.path])
 
 
 def apply_defaults(obj: Any, schema: dict[str, Any] | None = None) -> Any:
     """Fill in the schema's ``default`` values where a field is absent, in place; returns obj."""
-    schema = object_schema() if schema is None else schema
+    schema = _compiled().defaults if schema is None else schema
     if isinstance(obj, dict):
         for key, sub in schema.get("properties", {}).items():
             if key not in obj and "default" in sub:
@@ -105,25 +214,69 @@ def apply_defaults(obj: Any, schema: dict[str, Any] | None = None) -> Any:
     return obj
 
 
-def _message(err: jsonschema.ValidationError) -> str:
-    if err.validator == "required":
-        return err.message.replace("is a required property", "is required")
-    if err.validator == "type":
-        return f"expected {err.validator_value}, got {_type_name(err.instance)}"
-    if err.validator == "maxLength":
-        return f"too long: {len(err.instance)} characters, at most {err.validator_value} allowed"
-    if err.validator == "maxItems":
-        return f"too many items: {len(err.instance)}, at most {err.validator_value} allowed"
-    if err.validator == "minLength":
-        return f"too short: at least {err.validator_value} character(s) required"
-    if err.validator == "minItems":
-        return f"too few items: at least {err.validator_value} required"
-    if err.validator == "pattern":
-        return f"{_short(err.instance)} does not match {err.validator_value!r}"
-    if err.validator == "enum":
-        allowed = ", ".join(json.dumps(v) for v in err.validator_value)
-        return f"{_short(err.instance)} is not one of {allowed}"
-    return err.message
+def _at(obj: Any, path: Path_, where: Path_) -> Iterator[tuple[Path_, Any]]:
+    """The values at ``path`` in ``obj`` (``"*"`` stands for every item of a list)."""
+    if not path:
+        yield where, obj
+        return
+    head, rest = path[0], path[1:]
+    if head == "*":
+        if isinstance(obj, list):
+            for index, item in enumerate(obj):
+                yield from _at(item, rest, (*where, index))
+    elif isinstance(obj, dict) and head in obj:
+        yield from _at(obj[head], rest, (*where, head))
+
+
+def _list_map_duplicates(items: list[Any], keys: tuple[str, ...],
+                         path: Path_) -> Iterator[SchemaError]:
+    """Duplicate keys in an ``x-kubernetes-list-type: map`` list, as the apiserver says."""
+    seen: dict[tuple[Any, ...], int] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        ident = tuple(item.get(k) for k in keys)
+        if not all(isinstance(v, str | int | None) for v in ident):
+            ident = tuple(json.dumps(v, sort_keys=True, default=str) for v in ident)
+        if ident in seen:
+            token = json.dumps({k: item.get(k) for k in keys}, sort_keys=True, default=str)
+            yield SchemaError((*path, index),
+                              f"Duplicate value: {token} (first at index {seen[ident]})")
+        else:
+            seen[ident] = index
+
+
+def _schema_error(err: Any) -> SchemaError:
+    path = tuple(err.instance_path)
+    kind = err.kind
+    if kind.name == "additionalProperties":
+        [field] = kind.as_dict()["unexpected"][:1] or ["?"]
+        return SchemaError((*path, field), f'unknown field "{field}" (not in the schema)')
+    return SchemaError(path, _message(kind, err.instance, err.message))
+
+
+def _message(kind: Any, instance: Any, default: str) -> str:
+    name = kind.name
+    info = kind.as_dict()
+    if name == "required":
+        return f"'{info['property']}' is required"
+    if name == "type":
+        expected = " or ".join(str(t) for t in info['types'])
+        return f"expected {expected}, got {_type_name(instance)}"
+    if name == "maxLength":
+        return f"too long: {len(instance)} characters, at most {info['limit']} allowed"
+    if name == "maxItems":
+        return f"too many items: {len(instance)}, at most {info['limit']} allowed"
+    if name == "minLength":
+        return f"too short: at least {info['limit']} character(s) required"
+    if name == "minItems":
+        return f"too few items: at least {info['limit']} required"
+    if name == "pattern":
+        return f"{_short(instance)} does not match {info['pattern']!r}"
+    if name == "enum":
+        allowed = ", ".join(json.dumps(v) for v in info['options'])
+        return f"{_short(instance)} is not one of {allowed}"
+    return default
 
 
 def _type_name(value: Any) -> str:
@@ -147,43 +300,3 @@ def _type_name(value: Any) -> str:
 def _short(value: Any, limit: int = 60) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _unknown_fields(schema: dict[str, Any], obj: Any, path: Path_) -> Iterator[SchemaError]:
-    """Fields of ``obj`` that ``schema`` does not declare, where it declares any."""
-    if isinstance(obj, dict):
-        declared = schema.get("properties")
-        if declared is None or schema.get("x-kubernetes-preserve-unknown-fields"):
-            return
-        for key, value in obj.items():
-            sub = declared.get(key)
-            if sub is None:
-                yield SchemaError((*path, key), f'unknown field "{key}" (not in the schema)')
-            else:
-                yield from _unknown_fields(sub, value, (*path, key))
-    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
-        for index, item in enumerate(obj):
-            yield from _unknown_fields(schema["items"], item, (*path, index))
-
-
-def _list_map_duplicates(schema: dict[str, Any], obj: Any, path: Path_) -> Iterator[SchemaError]:
-    """Duplicate keys in ``x-kubernetes-list-type: map`` lists, as the apiserver reports them."""
-    if isinstance(obj, dict):
-        for key, sub in schema.get("properties", {}).items():
-            if key in obj:
-                yield from _list_map_duplicates(sub, obj[key], (*path, key))
-    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
-        keys = schema.get("x-kubernetes-list-map-keys", [])
-        seen: dict[str, int] = {}
-        for index, item in enumerate(obj):
-            if schema.get("x-kubernetes-list-type") == "map" and isinstance(item, dict):
-                ident = {k: item.get(k) for k in keys}
-                token = json.dumps(ident, sort_keys=True, default=str)
-                if token in seen:
-                    yield SchemaError(
-                        (*path, index),
-                        f"Duplicate value: {token} (first at index {seen[token]})",
-                    )
-                else:
-                    seen[token] = index
-            yield from _list_map_duplicates(schema["items"], item, (*path, index))

@@ -30,6 +30,7 @@ from kubernetes import client
 from flowreg.controller import runtime
 from flowreg.flow import Flow
 from flowreg.schema import GROUP, PLURAL, VERSION
+from tests.kube.controlplane import scaled
 
 DRIFT_SECONDS = "1"
 os.environ.setdefault("FLOWREG_DRIFT_CHECK_SECONDS", DRIFT_SECONDS)
@@ -69,7 +70,7 @@ class InProcessOperator:
             ["run", *scope, "--standalone", "--verbose", "-m", "flowreg.controller.handlers"],
             timeout=60)
         self.runner.__enter__()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while True:
             try:
                 runtime.reconciler()
@@ -136,7 +137,7 @@ class OperatorProcess:
         """Wait until the liveness endpoint answers 200; return its body."""
         import urllib.request
 
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
             try:
@@ -185,7 +186,7 @@ def wait_for(api: client.ApiClient, namespace: str, name: str,
              predicate: Callable[[dict[str, Any]], bool], timeout: float = 60.0,
              what: str = "condition") -> dict[str, Any]:
     """Poll the FlowRegistry until ``predicate(obj)`` holds; return the object."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     obj: dict[str, Any] = {}
     while time.monotonic() < deadline:
         obj = get_registry(api, namespace, name)
@@ -221,7 +222,7 @@ def wait_watching(api: client.ApiClient, prefix: str, timeout: float = 60.0) -> 
          "metadata": {"name": "canary", "namespace": namespace},
          "spec": {"agentId": f"canary_{uuid.uuid4().hex[:8]}",
                   "flows": [{"name": "canary", "description": "a canary flow"}]}})
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     touches = 0
     while not ready_at_generation(get_registry(api, namespace, "canary")):
         if time.monotonic() > deadline:
@@ -237,7 +238,7 @@ def delete_and_wait_gone(api: client.ApiClient, namespace: str, name: str,
     """Delete a FlowRegistry; True once it is gone (its finalizer ran), False on timeout."""
     client.CustomObjectsApi(api).delete_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         try:
             get_registry(api, namespace, name)

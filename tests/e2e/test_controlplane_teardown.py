@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.controlplane import find_testbin
+from tests.kube.controlplane import IDLE_STARTUP_SECONDS, find_testbin, scaled
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
@@ -45,12 +46,15 @@ def test_children_die_with_the_starter(control_plane, sig):
     starter = subprocess.Popen([sys.executable, "-c", SCRIPT, str(find_testbin())], cwd=REPO,
                                stdout=subprocess.PIPE, text=True)
     try:
+        # deadlines: ten times what a start (and a stop) takes here, as measured
+        ready, _, _ = select.select([starter.stdout], [], [], scaled(10 * IDLE_STARTUP_SECONDS))
+        assert ready, "the starter did not start its control plane"
         pids = json.loads(starter.stdout.readline())
         assert set(pids) == {"etcd", "kube-apiserver"}
         assert all(alive(pid) for pid in pids.values())
         starter.send_signal(sig)
-        starter.wait(30)
-        deadline = time.monotonic() + 20
+        starter.wait(scaled(60))
+        deadline = time.monotonic() + scaled(20)
         while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not any(alive(pid) for pid in pids.values()), pids

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +36,7 @@ from tests.e2e.operator_harness import (
     wait_watching,
     write_config,
 )
+from tests.kube.controlplane import scaled
 from tests.support.embedding_server import EmbeddingServer
 
 pytestmark = pytest.mark.e2e
@@ -107,7 +109,7 @@ def example(namespace: str, agent: str) -> dict[str, Any]:
     doc = yaml.safe_load(EXAMPLE.read_text())
     doc["metadata"]["namespace"] = namespace
     doc["spec"]["agentId"] = agent
-    doc["spec"]["interval"] = "1s"
+    doc["spec"]["interval"] = "10s"  # the CRD's minimum
     return doc
 
 
@@ -117,7 +119,7 @@ def test_kubectl_apply_then_wait_ready_and_qdrant_holds_exactly_the_flows(
     started = time.monotonic()
     kctl("apply", "-f", "-", stdin=yaml.safe_dump(doc))
     kctl("wait", "--for=condition=Ready", f"flowregistry/{doc['metadata']['name']}",
-         "-n", namespace, "--timeout=60s")
+         "-n", namespace, f"--timeout={scaled(60):.0f}s")
     TIMINGS["apply->Ready, 6 flows"] = time.monotonic() - started
     held = operator.flows(agent)
     declared = {f["name"]: f for f in doc["spec"]["flows"]}
@@ -156,11 +158,11 @@ def test_changing_one_flow_updates_exactly_one_and_embeds_one(
 
 def test_unchanged_registry_resyncs_with_zero_writes_and_no_status_churn(
         operator, kube_api, namespace, agent):
-    create(kube_api, registry(namespace, "quiet", agent, make_flows(20), interval="1s"))
+    create(kube_api, registry(namespace, "quiet", agent, make_flows(20), interval="10s"))
     obj = wait_ready(kube_api, namespace, "quiet")
     writes0, texts0 = operator.stats()
     version = obj["metadata"]["resourceVersion"]
-    time.sleep(5)  # five drift-check ticks, each due (interval 1s)
+    time.sleep(12)  # a drift check is due 10s (the CRD's minimum interval) after the sync
     assert operator.stats() == (writes0, texts0)
     assert get_registry(kube_api, namespace, "quiet")["metadata"]["resourceVersion"] == version
 
@@ -182,7 +184,7 @@ def test_removed_flow_is_deleted_unless_prune_is_off(operator, kube_api, namespa
 
 
 def test_out_of_band_changes_in_qdrant_are_repaired(operator, kube_api, namespace, agent):
-    create(kube_api, registry(namespace, "drift", agent, make_flows(5), interval="1s"))
+    create(kube_api, registry(namespace, "drift", agent, make_flows(5), interval="10s"))
     wait_ready(kube_api, namespace, "drift")
     from flowreg.flow import point_id
 
@@ -193,7 +195,7 @@ def test_out_of_band_changes_in_qdrant_are_repaired(operator, kube_api, namespac
                           [point_id(agent, "flow_00001")])
 
     operator.store_call(tamper)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while time.monotonic() < deadline:
         held = operator.flows(agent)
         if "flow_00001" in held and held["flow_00002"][0].description != "tampered":
@@ -202,7 +204,7 @@ def test_out_of_band_changes_in_qdrant_are_repaired(operator, kube_api, namespac
     held = operator.flows(agent)
     assert set(held) == {f"flow_{i:05d}" for i in range(5)}
     assert held["flow_00002"][0].description == "Handle request kind 2"
-    deadline = time.monotonic() + 15  # kopf posts events in the background
+    deadline = time.monotonic() + scaled(15)  # kopf posts events in the background
     while time.monotonic() < deadline:
         repaired = [e for e in events_for(kube_api, namespace, "drift")
                     if e.reason == "DriftRepaired"]
@@ -253,6 +255,19 @@ def test_apiserver_rejects_duplicate_names_and_schema_violations(kctl, crd_insta
     result = kctl("apply", "-f", "-", check=False,
                   stdin=yaml.safe_dump(registry(namespace, "bad", agent, flows)))
     assert result.returncode != 0 and "spec.flows[0].checksum" in result.stderr
+
+
+@pytest.mark.parametrize("interval", ["0s", "9s"])
+def test_apiserver_and_cli_refuse_an_interval_under_the_minimum(kctl, crd_installed, namespace,
+                                                                agent, interval, tmp_path):
+    doc = registry(namespace, "often", agent, make_flows(1), interval=interval)
+    result = kctl("apply", "-f", "-", check=False, stdin=yaml.safe_dump(doc))
+    assert result.returncode != 0 and "interval must be at least 10s" in result.stderr
+    path = tmp_path / "often.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    offline = subprocess.run([sys.executable, "-m", "flowreg.cli.main", "validate", "-f",
+                              str(path)], capture_output=True, text=True, timeout=120)
+    assert offline.returncode == 3 and "interval must be at least 10s" in offline.stderr
 
 
 def test_agent_id_is_immutable(operator, kube_api, namespace, agent):

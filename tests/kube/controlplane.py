@@ -37,6 +37,26 @@ from tests.support.processes import free_port as free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BINARIES = ("etcd", "kube-apiserver", "kubectl", "helm")
+IDLE_STARTUP_SECONDS = 4.0
+"""How long a control plane takes to start on an idle 2-core machine (3.4 s measured)."""
+FIRST_START_TIMEOUT = 120.0
+"""Deadline of the first start, before anything was measured: only a guard against a hang."""
+_startups: list[float] = []
+
+
+def slowdown() -> float:
+    """How much slower than idle this machine started its control planes (at least 1)."""
+    return max([1.0, *(s / IDLE_STARTUP_SECONDS for s in _startups)])
+
+
+def scaled(seconds: float) -> float:
+    """A deadline of ``seconds`` on an idle machine, stretched by the measured ``slowdown``.
+
+    Deadlines in the end-to-end tests are written for an idle machine with ample headroom;
+    on a loaded machine (CI beside other jobs) everything the test waits for is slower in
+    proportion, and so is the control plane's start-up, which is measured first.
+    """
+    return seconds * slowdown()
 
 
 def find_testbin(build: bool = False) -> Path:
@@ -163,8 +183,15 @@ class ControlPlane:
     def helm(self) -> Path:
         return self.bin_dir / "helm"
 
-    def start(self, timeout: float = 60.0) -> ControlPlane:
-        """Start etcd and kube-apiserver and wait until ``/readyz`` answers ok."""
+    def start(self, timeout: float | None = None) -> ControlPlane:
+        """Start etcd and kube-apiserver and wait until ``/readyz`` answers ok.
+
+        ``timeout`` defaults to ten times the slowest start-up measured in this process (or
+        ``FIRST_START_TIMEOUT`` for the first); the start-up is measured for ``scaled``.
+        """
+        if timeout is None:
+            timeout = (scaled(10 * IDLE_STARTUP_SECONDS) if _startups
+                       else FIRST_START_TIMEOUT)
         started = time.monotonic()
         missing = missing_binaries(self.bin_dir)
         if missing:
@@ -209,10 +236,12 @@ class ControlPlane:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
+        _startups.append(self.startup_seconds)
         return self
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Stop kube-apiserver, then etcd (SIGTERM, then SIGKILL); remove the work dir."""
+        timeout = scaled(15.0) if timeout is None else timeout
         for name in ("kube-apiserver", "etcd"):
             proc = self.processes.pop(name, None)
             if proc is not None:
@@ -286,6 +315,7 @@ def wait_established(api: Any, crd_name: str, timeout: float = 30.0) -> None:
     from kubernetes import client
 
     ext = client.ApiextensionsV1Api(api)
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         crd = ext.read_custom_resource_definition(crd_name)

@@ -3,31 +3,35 @@
 Exit codes (the table lives in ``flowreg.errors.ExitCode``): 0 success, 1 internal error,
 2 usage error, 3 invalid input, 4 store unavailable, 5 refused by a safety guard,
 6 conflict with another registry's flows, 7 embedder unavailable.
+
+Start-up is part of every command's cost: this module imports only what parsing the command
+line needs, and each command imports what it uses (the store and qdrant-client only for the
+commands that open one, kopf and kubernetes only for ``run``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import yaml
-
-from flowreg import manifest, schema
-from flowreg.embed.base import Embedder
-from flowreg.embed.factory import make_embedder
 from flowreg.errors import ConflictError, ExitCode, FlowregError, InvalidSpec, Problem
-from flowreg.history import Checkpoint, RunHistory
-from flowreg.manifest import Declaration
-from flowreg.plan import VectorSource
-from flowreg.store import DEFAULT_COLLECTION, DEFAULT_LOCATION, open_store
-from flowreg.sync import DEFAULT_BATCH_SIZE, SyncEngine
+
+if TYPE_CHECKING:
+    from flowreg.embed.base import Embedder
+    from flowreg.history import Checkpoint
+    from flowreg.manifest import Declaration
+    from flowreg.sync import SyncEngine
+
+# The defaults of flowreg.store and flowreg.sync, named here so that --help does not import
+# them (tests/test_cli.py checks that they agree).
+DEFAULT_LOCATION = ".flowreg/qdrant"
+DEFAULT_COLLECTION = "flowreg_flows"
+DEFAULT_BATCH_SIZE = 100
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run_operator(args)
+        if args.command in ("validate", "checksum"):
+            return _validate(args) if args.command == "validate" else _checksum(args)
+        import asyncio
+
         return asyncio.run(_dispatch(args))
     except InvalidSpec as exc:
         count = len(exc.problems)
@@ -169,6 +177,8 @@ def _run_operator(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from flowreg import manifest
+
     decls = manifest.load(args.files)
     if args.output == "json":
         _print_json({"valid": True, "registries": [
@@ -182,10 +192,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _checksum(args: argparse.Namespace) -> int:
+    from flowreg import documents, manifest
+
     results: list[dict[str, Any]] = []
     if args.write:
         for path in manifest.manifest_files(args.files):
-            text = path.read_text(encoding="utf-8")
+            text = documents.read_text(path)
             new_text, changed = manifest.refresh_checksums(text, str(path))
             if changed:
                 path.write_text(new_text, encoding="utf-8")
@@ -222,6 +234,8 @@ def _checksum(args: argparse.Namespace) -> int:
 
 
 async def _sync(args: argparse.Namespace) -> int:
+    from flowreg import manifest
+
     decls = manifest.load(args.files)
     engine = await _engine(args)
     exit_code = ExitCode.OK
@@ -264,6 +278,8 @@ async def _sync(args: argparse.Namespace) -> int:
 
 
 def _plan_lines(plan: Any) -> list[str]:
+    from flowreg.plan import VectorSource
+
     lines = []
     renamed = {new: old for old, new in plan.renames}
     for w in plan.creates:
@@ -284,6 +300,8 @@ def _plan_lines(plan: Any) -> list[str]:
 
 
 def _policy(decl: Declaration, args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
     policy = decl.policy
     if args.no_prune:
         policy = replace(policy, prune=False)
@@ -313,6 +331,8 @@ def _progress_bar(decl: Declaration, args: argparse.Namespace) -> Any:
 
 
 async def _export(args: argparse.Namespace) -> int:
+    from flowreg import schema
+
     engine = await _engine(args, with_history=False)
     try:
         pairs = await engine.store.read_flows(args.agent)
@@ -329,11 +349,15 @@ async def _export(args: argparse.Namespace) -> int:
     if args.output == "json":
         _print_json(doc)
     else:
+        import yaml
+
         sys.stdout.write(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100))
     return ExitCode.OK
 
 
 def _history(args: argparse.Namespace) -> int:
+    from flowreg.history import RunHistory
+
     history = RunHistory(_history_path(args))
     try:
         runs = history.runs(limit=args.limit)
@@ -357,6 +381,10 @@ def _history(args: argparse.Namespace) -> int:
 
 
 async def _engine(args: argparse.Namespace, *, with_history: bool = True) -> SyncEngine:
+    from flowreg.history import RunHistory
+    from flowreg.store import open_store
+    from flowreg.sync import SyncEngine
+
     embedder = _embedder(args)
     store = open_store(args.store, args.collection)
     history = RunHistory(_history_path(args)) if with_history else None
@@ -373,6 +401,8 @@ async def _close(engine: SyncEngine) -> None:
 
 
 def _embedder(args: argparse.Namespace) -> Embedder:
+    from flowreg.embed.factory import make_embedder
+
     if args.embedder == "hashing":
         return make_embedder({"kind": "hashing"})
     if not args.embedding_url or not args.embedding_model:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from flowreg import schema
 from flowreg.controller.config import OperatorConfig, StoreConfig, parse_duration
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.status import Outcome, conditions, sync_summary
@@ -23,7 +24,7 @@ from flowreg.embed.factory import make_embedder
 from flowreg.errors import FlowregError, InvalidSpec
 from flowreg.flow import plain
 from flowreg.history import Checkpoint
-from flowreg.manifest import parse_object
+from flowreg.manifest import INTERVAL_PATH, parse_object
 from flowreg.plan import Plan
 from flowreg.report import SyncReport
 from flowreg.store import open_store
@@ -91,6 +92,7 @@ class Reconciler:
                 wait = parse_duration((body.get("spec") or {}).get("interval") or "10m")
             except ValueError:
                 wait = DEFAULT_INTERVAL
+            wait = max(wait, schema.minimum_duration(INTERVAL_PATH) or 0.0)
         return time.monotonic() - checked.at >= wait
 
     def forget(self, body: Mapping[str, Any]) -> None:
