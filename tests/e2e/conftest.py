@@ -121,3 +121,9 @@ def namespace(namespace_factory: Callable[[str], str]) -> str:
     do not involve the operator use other prefixes.)
     """
     return namespace_factory("flowreg-e2e")
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kube_api: client.ApiClient, apply_manifest: Callable[..., Any]) -> None:
+    """The FlowRegistry CRD, installed and Established."""
+    apply_manifest(Path(__file__).resolve().parents[2] / "crds" / "flowregistry.yaml")

@@ -30,6 +30,7 @@ from kubernetes import client
 from flowreg.controller import runtime
 from flowreg.flow import Flow
 from flowreg.schema import GROUP, PLURAL, VERSION
+from tests.conftest import make_flows
 from tests.kube.controlplane import scaled
 
 DRIFT_SECONDS = "1"
@@ -254,3 +255,29 @@ def events_for(api: client.ApiClient, namespace: str, name: str) -> list[Any]:
     items = client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name}").items
     return sorted(items, key=lambda e: (e.last_timestamp or e.event_time or 0, e.metadata.name))
+
+
+def registry(namespace: str, name: str, agent: str, flows: list[dict[str, Any]],
+             **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowRegistry",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"agentId": agent, **spec, "flows": flows}}
+
+
+def create(kube_api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
+    return client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+        GROUP, VERSION, obj["metadata"]["namespace"], PLURAL, obj)
+
+
+def wait_ready(kube_api: client.ApiClient, namespace: str, name: str, reason: str = "Synced",
+               timeout: float = 60) -> dict[str, Any]:
+    return wait_for(kube_api, namespace, name, lambda o: ready_at_generation(o, reason),
+                    timeout, what=f"Ready reason={reason}")
+
+
+def big_flows(n: int) -> list[dict[str, Any]]:
+    flows = make_flows(n)
+    for i, flow in enumerate(flows):
+        flow["description"] = (f"Flow number {i}: " + "handle the customer's request carefully, "
+                               "check every precondition, and answer politely. " * 4)[:400]
+    return flows

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,12 +26,16 @@ from tests.conftest import EXAMPLE, make_flows
 from tests.e2e.operator_harness import (
     InProcessOperator,
     OperatorProcess,
+    big_flows,
     condition,
+    create,
     delete_and_wait_gone,
     events_for,
     get_registry,
     ready_at_generation,
+    registry,
     wait_for,
+    wait_ready,
     wait_watching,
     write_config,
 )
@@ -41,11 +44,6 @@ from tests.support.embedding_server import EmbeddingServer
 
 pytestmark = pytest.mark.e2e
 TIMINGS: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module")
-def crd_installed(kube_api, apply_manifest):
-    apply_manifest(Path(__file__).resolve().parents[2] / "crds" / "flowregistry.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +64,6 @@ def agent() -> str:
     return f"agent_{uuid.uuid4().hex[:8]}"
 
 
-def registry(namespace: str, name: str, agent: str, flows: list[dict[str, Any]],
-             **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowRegistry",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"agentId": agent, **spec, "flows": flows}}
-
-
 def kubectl(kubectl_path, kubeconfig_path, *args: str, stdin: str | None = None,
             check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([str(kubectl_path), "--kubeconfig", str(kubeconfig_path), *args],
@@ -89,20 +80,9 @@ def kctl(kubectl_path, kubeconfig_path):
     return run
 
 
-def create(kube_api, obj: dict[str, Any]) -> dict[str, Any]:
-    return client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
-        GROUP, VERSION, obj["metadata"]["namespace"], PLURAL, obj)
-
-
 def patch_spec(kube_api, namespace: str, name: str, spec: dict[str, Any]) -> None:
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name, {"spec": spec})
-
-
-def wait_ready(kube_api, namespace: str, name: str, reason: str = "Synced",
-               timeout: float = 60) -> dict[str, Any]:
-    return wait_for(kube_api, namespace, name, lambda o: ready_at_generation(o, reason),
-                    timeout, what=f"Ready reason={reason}")
 
 
 def example(namespace: str, agent: str) -> dict[str, Any]:
@@ -312,14 +292,6 @@ def test_suspend_is_honoured(operator, kube_api, namespace, agent):
     patch_spec(kube_api, namespace, "paused", {"suspend": False})
     wait_ready(kube_api, namespace, "paused")
     assert len(operator.flows(agent)) == 2
-
-
-def big_flows(n: int) -> list[dict[str, Any]]:
-    flows = make_flows(n)
-    for i, flow in enumerate(flows):
-        flow["description"] = (f"Flow number {i}: " + "handle the customer's request carefully, "
-                               "check every precondition, and answer politely. " * 4)[:400]
-    return flows
 
 
 def test_a_two_thousand_flow_registry_reconciles(operator, kube_api, namespace, agent):
