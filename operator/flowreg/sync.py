@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from flowreg.embed.base import CountingEmbedder, Embedder
-from flowreg.errors import DeletionGuard, EmbedderUnavailable, FlowregError
+from flowreg.errors import DeletionGuard, EmbedderUnavailable, FlowregError, InvalidSpec
 from flowreg.flow import Registry, SyncPolicy
 from flowreg.history import Checkpoint, RunHistory
 from flowreg.plan import Plan, Removal, RemovalReason, VectorSource, Write, guard, plan_sync
 from flowreg.report import SyncReport
-from flowreg.store import FlowStore, PointWrite, chunks, payload_of
+from flowreg.store import FlowStore, PointWrite, ScoredFlow, chunks, payload_of
 
 DEFAULT_BATCH_SIZE = 100
 MIN_LOOKAHEAD = 2
@@ -137,6 +137,29 @@ class SyncEngine:
                 raise
             await probe()
             return self.embedder.dimension
+
+    async def query(self, agent_id: str, text: str, limit: int = 5) -> list[ScoredFlow]:
+        """The flows of ``agent_id`` that ``text`` selects, best first, with cosine scores.
+
+        Raises ``InvalidSpec`` if the agent has no flows in the store, or if its flows were
+        embedded by another embedder than this engine's (their vectors are not comparable);
+        ``StoreIncompatible`` if the collection's vector size is not the embedder's.
+        """
+        snapshot = await self.store.snapshot(agent_id)
+        if not len(snapshot):
+            raise InvalidSpec(f"agent {agent_id!r} has no flows in collection "
+                              f"{self.store.collection!r} of {self.store.location}")
+        writers = sorted({p.embedder or "unknown" for p in snapshot})
+        identity = self.embedder.identity
+        if identity not in writers:
+            raise InvalidSpec(
+                f"the flows of agent {agent_id!r} were embedded with {', '.join(writers)}, not "
+                f"{identity}; query with the embedder that wrote them (vectors of different "
+                "embedders are not comparable)")
+        await self.store.ensure_collection(await self.dimension())
+        [vector] = await self.embedder.embed([text])
+        hits = await self.store.search(agent_id, vector, limit)
+        return [h for h in hits if h.payload.get("embedder") == identity]
 
     async def delete_registry(self, agent_id: str, owner: str) -> int:
         """Delete every point ``owner`` holds for ``agent_id`` (a deleted registry)."""

@@ -58,8 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("FLOWREG_COLLECTION", DEFAULT_COLLECTION))
         p.add_argument("--history", default=None,
                        help="run-history SQLite file [default: beside the embedded store]")
-        p.add_argument("--embedder", choices=("hashing", "openai"),
-                       default=os.environ.get("FLOWREG_EMBEDDER", "hashing"))
+        p.add_argument("--embedder", choices=("hashing", "wordllama", "openai"),
+                       default=os.environ.get("FLOWREG_EMBEDDER", "hashing"),
+                       help="hashing (exact words, deterministic), wordllama (offline semantic "
+                            "model), or openai (any OpenAI-compatible endpoint) "
+                            "[default: %(default)s]")
         p.add_argument("--embedding-url", default=os.environ.get("FLOWREG_EMBEDDING_URL"),
                        help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
         p.add_argument("--embedding-model", default=os.environ.get("FLOWREG_EMBEDDING_MODEL"))
@@ -102,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owner", default=None, help="only flows of this owner (namespace/name)")
     p.add_argument("--name", default=None, help="metadata.name [default: the agent id]")
     p.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+
+    p = sub.add_parser("query", help="the flows a query selects for an agent, with scores")
+    p.add_argument("text", help="what a user might say")
+    store(p)
+    output(p)
+    p.add_argument("--agent", required=True)
+    p.add_argument("-k", "--limit", type=int, default=5, help="how many flows [%(default)s]")
 
     p = sub.add_parser("run", help="run the Kubernetes operator")
     p.add_argument("--config", default=os.environ.get("FLOWREG_CONFIG"),
@@ -162,6 +172,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _export(args)
     if command == "history":
         return _history(args)
+    if command == "query":
+        return await _query(args)
     raise AssertionError(command)
 
 
@@ -355,6 +367,25 @@ async def _export(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+async def _query(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise InvalidSpec("-k/--limit must be at least 1")
+    engine = await _engine(args, with_history=False)
+    try:
+        hits = await engine.query(args.agent, args.text, args.limit)
+    finally:
+        await _close(engine)
+    rows = [{"rank": i, "name": h.payload.get("name"), "score": round(h.score, 4),
+             "owner": h.payload.get("owner"), "description": h.payload.get("description")}
+            for i, h in enumerate(hits, 1)]
+    if args.output == "json":
+        _print_json({"agent": args.agent, "query": args.text, "flows": rows})
+    else:
+        for row in rows:
+            print(f"{row['rank']:>2}. {row['score']:.3f}  {row['name']}  {row['description']}")
+    return ExitCode.OK
+
+
 def _history(args: argparse.Namespace) -> int:
     from flowreg.history import RunHistory
 
@@ -403,8 +434,8 @@ async def _close(engine: SyncEngine) -> None:
 def _embedder(args: argparse.Namespace) -> Embedder:
     from flowreg.embed.factory import make_embedder
 
-    if args.embedder == "hashing":
-        return make_embedder({"kind": "hashing"})
+    if args.embedder in ("hashing", "wordllama"):
+        return make_embedder({"kind": args.embedder})
     if not args.embedding_url or not args.embedding_model:
         raise InvalidSpec("--embedder openai needs --embedding-url and --embedding-model")
     config: dict[str, Any] = {"kind": "openai", "url": args.embedding_url,

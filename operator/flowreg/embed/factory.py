@@ -8,13 +8,14 @@ from typing import Any
 from flowreg.embed.base import Embedder
 from flowreg.embed.hashing import HashingEmbedder
 
-KINDS = ("hashing", "openai")
+KINDS = ("hashing", "wordllama", "openai")
 
 
 def make_embedder(config: Mapping[str, Any] | None = None) -> Embedder:
     """An embedder from ``{"kind": ..., ...}``; ``None`` or ``{}`` gives the hashing default.
 
-    ``hashing``: ``dimension`` (384). ``openai``: ``url`` (base URL ending in ``/v1``),
+    ``hashing``: ``dimension`` (384). ``wordllama``: no settings (offline semantic model,
+    256 dimensions). ``openai``: ``url`` (base URL ending in ``/v1``),
     ``model``, optional ``dimension``, ``apiKeyEnv`` (the environment variable holding the key),
     ``batchSize``, ``timeout``, ``maxRetries``. Raises ``ValueError`` for unknown settings.
     """
@@ -24,6 +25,11 @@ def make_embedder(config: Mapping[str, Any] | None = None) -> Embedder:
         dimension = int(config.pop("dimension", 384))
         _no_more(kind, config)
         return HashingEmbedder(dimension)
+    if kind == "wordllama":
+        from flowreg.embed.wordllama import WordLlamaEmbedder
+
+        _no_more(kind, config)
+        return WordLlamaEmbedder()
     if kind == "openai":
         from flowreg.embed.openai import OpenAIEmbedder
 

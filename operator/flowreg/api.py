@@ -1,0 +1,171 @@
+"""The Python API: define flows in code and sync them from an agent's start-up.
+
+A ``Registry`` defined here is exactly a FlowRegistry manifest: ``sync_registry`` validates it
+with the same schema, checksums and blueprint rules as ``flowreg validate`` (``InvalidSpec``
+names the flow and field, before anything is written), checksums equal those of the same flows in a
+manifest, and ``Registry.to_yaml()`` writes the manifest that ``flowreg apply`` (or a GitOps
+controller) syncs with no writes at all after a Python sync. What is passed is what is synced:
+there is no global registry.
+
+Stores are named as on the command line: a directory (embedded Qdrant Edge, the default
+``.flowreg/qdrant``), an ``http(s)://`` Qdrant URL (key from ``$QDRANT_API_KEY``), or
+``:memory:``. Embedders are ``"hashing"`` (default), ``"wordllama"``, a mapping as in the
+operator's configuration, or any object with ``identity``, ``dimension``, ``embed`` and
+``aclose``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowreg.embed.base import Embedder
+from flowreg.embed.factory import make_embedder
+from flowreg.flow import Flow
+from flowreg.history import Checkpoint, RunHistory
+from flowreg.manifest import Declaration, parse_object
+from flowreg.report import SyncReport
+from flowreg.schema import API_VERSION, KIND
+from flowreg.store import DEFAULT_COLLECTION, DEFAULT_LOCATION, ScoredFlow, open_store
+from flowreg.sync import SyncEngine
+
+EmbedderLike = str | Mapping[str, Any] | Embedder
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The flows one registry (``namespace/name``) declares for one agent.
+
+    The same fields as a FlowRegistry's ``metadata`` and ``spec``; ``max_deletions`` and
+    ``allow_empty`` are its ``spec.deletionGuard``.
+    """
+
+    agent_id: str
+    flows: Sequence[Flow]
+    name: str = "flows"
+    namespace: str = "default"
+    prune: bool = True
+    max_deletions: int = 25
+    allow_empty: bool = False
+    extra_spec: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The FlowRegistry manifest of this registry, flows with their checksums."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "agentId": self.agent_id,
+                "prune": self.prune,
+                "deletionGuard": {"maxDeletions": self.max_deletions,
+                                  "allowEmpty": self.allow_empty},
+                **self.extra_spec,
+                "flows": [_normalised(f).to_manifest() for f in self.flows],
+            },
+        }
+
+    def to_yaml(self) -> str:
+        """``to_manifest()`` as YAML, ready for ``flowreg apply -f`` or a GitOps repository."""
+        import yaml
+
+        return yaml.safe_dump(self.to_manifest(), sort_keys=False, allow_unicode=True,
+                              width=100)
+
+    def validated(self) -> Declaration:
+        """The registry checked as ``flowreg validate`` checks a manifest (``InvalidSpec``)."""
+        return parse_object(self.to_manifest(), source=f"<registry {self.namespace}/{self.name}>")
+
+
+async def sync_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
+               collection: str = DEFAULT_COLLECTION, embedder: EmbedderLike = "hashing",
+               deep: bool = False, history: str | Path | None = None) -> SyncReport:
+    """Make ``store`` hold exactly ``registry``'s flows; the report the CLI prints.
+
+    Raises ``InvalidSpec`` (nothing written), ``DeletionGuard`` (nothing written),
+    ``StoreUnavailable``, ``StoreIncompatible`` or ``EmbedderUnavailable``. Conflicts with
+    another registry's flows are in the report, not raised.
+    """
+    decl = registry.validated()
+    engine = _engine(store, collection, embedder, history)
+    try:
+        return await engine.apply(decl.registry, decl.policy, deep=deep)
+    finally:
+        await _close(engine)
+
+
+def sync_registry_blocking(registry: Registry, **options: Any) -> SyncReport:
+    """``sync_registry`` for code without an event loop (runs one)."""
+    return asyncio.run(sync_registry(registry, **options))
+
+
+async def plan_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
+               collection: str = DEFAULT_COLLECTION, embedder: EmbedderLike = "hashing",
+               deep: bool = False) -> SyncReport:
+    """What ``sync_registry`` would do, as a dry-run report; writes nothing."""
+    decl = registry.validated()
+    engine = _engine(store, collection, embedder, None)
+    try:
+        return (await engine.plan(decl.registry, decl.policy, deep=deep)).report
+    finally:
+        await _close(engine)
+
+
+async def export_registry(agent_id: str, *, store: str = DEFAULT_LOCATION,
+                 collection: str = DEFAULT_COLLECTION, owner: str | None = None,
+                 name: str | None = None, namespace: str = "default") -> Registry:
+    """What the store holds for ``agent_id`` (of ``owner``, if given) as a ``Registry``."""
+    flow_store = open_store(store, collection)
+    try:
+        pairs = await flow_store.read_flows(agent_id)
+    finally:
+        await flow_store.close()
+    flows = tuple(f for f, held_by in pairs if owner is None or held_by == owner)
+    return Registry(agent_id, flows, name=name or "flows", namespace=namespace)
+
+
+async def query_flows(agent_id: str, text: str, *, limit: int = 5, store: str = DEFAULT_LOCATION,
+                collection: str = DEFAULT_COLLECTION,
+                embedder: EmbedderLike = "hashing") -> list[ScoredFlow]:
+    """The flows of ``agent_id`` that ``text`` selects, best first (see ``flowreg query``)."""
+    engine = _engine(store, collection, embedder, None)
+    try:
+        return await engine.query(agent_id, text, limit)
+    finally:
+        await _close(engine)
+
+
+def latest_checkpoint(history: str | Path, run_id: str | None = None) -> Checkpoint | None:
+    """The latest checkpoint of run ``run_id`` (default: the latest run) in a run history."""
+    runs = RunHistory(str(history))
+    try:
+        run = runs.get(run_id) if run_id is not None else next(iter(runs.runs(limit=1)), None)
+    finally:
+        runs.close()
+    return None if run is None else Checkpoint(run.run_id, run.done, run.total, run.error)
+
+
+def _engine(store: str, collection: str, embedder: EmbedderLike,
+            history: str | Path | None) -> SyncEngine:
+    if isinstance(embedder, str):
+        embedder = make_embedder({"kind": embedder})
+    elif isinstance(embedder, Mapping):
+        embedder = make_embedder(embedder)
+    return SyncEngine(open_store(store, collection), embedder,
+                      history=RunHistory(str(history)) if history is not None else None)
+
+
+async def _close(engine: SyncEngine) -> None:
+    await engine.store.close()
+    await engine.embedder.aclose()
+    if engine.history is not None:
+        engine.history.close()
+
+
+def _normalised(flow: Flow) -> Flow:
+    """``flow`` with sequences as tuples (lists given in Python checksum the same)."""
+    return Flow(flow.name, flow.description, tuple(flow.examples), tuple(flow.conditions),
+                flow.blueprint, flow.checksum)
