@@ -192,6 +192,7 @@ def _validate(args: argparse.Namespace) -> int:
     from flowreg import manifest
 
     decls = manifest.load(args.files)
+    _warn_cluster_size(decls)
     if args.output == "json":
         _print_json({"valid": True, "registries": [
             {"name": d.name, "namespace": d.namespace, "agentId": d.registry.agent_id,
@@ -201,6 +202,16 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{d.source}: FlowRegistry {d.registry.owner} (agent {d.registry.agent_id}): "
                   f"{len(d.registry.flows)} flow(s) valid")
     return ExitCode.OK
+
+
+def _warn_cluster_size(decls: Sequence[Declaration]) -> None:
+    """Say on stderr which registries a default Kubernetes cluster could not store."""
+    from flowreg.size import cluster_size_warning
+
+    for d in decls:
+        warning = cluster_size_warning(d.registry, d.name, d.namespace, d.source)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
 
 
 def _checksum(args: argparse.Namespace) -> int:
@@ -249,6 +260,7 @@ async def _sync(args: argparse.Namespace) -> int:
     from flowreg import manifest
 
     decls = manifest.load(args.files)
+    _warn_cluster_size(decls)
     engine = await _engine(args)
     exit_code = ExitCode.OK
     try:
