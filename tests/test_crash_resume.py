@@ -29,15 +29,15 @@ def apply_cmd(manifest: Path, store: Path) -> list[str]:
 
 
 def done_so_far(history: Path) -> int:
-    """Items done by the running apply; -1 before it has started."""
+    """Items done by the running apply once it has planned (its total is known); -1 before."""
     if not history.exists():
         return -1
     try:
         with sqlite3.connect(history, timeout=1) as db:
-            row = db.execute("SELECT done FROM runs WHERE status = 'running'").fetchone()
+            row = db.execute("SELECT done, total FROM runs WHERE status = 'running'").fetchone()
     except sqlite3.OperationalError:
         return -1
-    return int(row[0]) if row else -1
+    return int(row[0]) if row and row[1] else -1
 
 
 async def stored(store: Path) -> tuple[int, int, set[str]]:
@@ -70,7 +70,7 @@ def test_sigkilled_apply_converges_on_rerun(big_manifest, tmp_path, kill_at):
         if kill_at.startswith("done") and done >= int(kill_at[6:]):
             break
         if not kill_at.startswith("done"):
-            # Mid-batch, at no particular point: some time after the run has begun.
+            # Mid-batch, at no particular point: some time after the run has planned.
             if started is None and done >= 0:
                 started = time.monotonic()
             if started is not None and time.monotonic() - started >= 0.3:

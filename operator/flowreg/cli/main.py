@@ -122,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness", default="http://0.0.0.0:8081/healthz",
                    help="liveness endpoint URL, or '' for none")
     p.add_argument("--peering", default=None,
-                   help="KopfPeering name for HA (a second replica waits); standalone if unset")
+                   help="KopfPeering name for HA: the replica started first reconciles, the "
+                        "others stand by; standalone if unset")
+    p.add_argument("--peering-lifetime", type=int, default=60,
+                   help="seconds without a heartbeat after which a standby takes over "
+                        "[%(default)s]")
     p.add_argument("--metrics-port", type=int, default=8080, help="0 disables metrics")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--verbose", action="store_true")
@@ -184,7 +188,8 @@ def _run_operator(args: argparse.Namespace) -> int:
 
     return run(config_path=args.config, namespaces=args.namespaces,
                all_namespaces=args.all_namespaces, liveness=args.liveness or None,
-               peering=args.peering, metrics_port=args.metrics_port or None,
+               peering=args.peering, peering_lifetime=args.peering_lifetime,
+               metrics_port=args.metrics_port or None,
                log_format=args.log_format, verbose=args.verbose)
 
 

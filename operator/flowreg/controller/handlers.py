@@ -55,6 +55,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     settings.peering.clusterwide = os.environ.get("FLOWREG_PEERING_CLUSTERWIDE") == "1"
+    settings.peering.lifetime = int(os.environ.get("FLOWREG_PEERING_LIFETIME", "60"))
     config = load_config(os.environ.get("FLOWREG_CONFIG"))
     reconciler = runtime.current_reconciler() or Reconciler(config, KubeSink(), Metrics.default())
     runtime.install(reconciler, asyncio.get_running_loop())

@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - the operator extra installs it
 
 class Metrics:
     """``flowreg_syncs_total{result}``, ``flowreg_store_operations_total{operation}``,
-    ``flowreg_embedded_texts_total``, ``flowreg_sync_duration_seconds``.
+    ``flowreg_embedded_texts_total``, ``flowreg_sync_duration_seconds``, ``flowreg_standby``.
 
     One instance per registry of collectors; pass ``registry`` to keep tests isolated.
     """
@@ -35,6 +35,9 @@ class Metrics:
                                     ["action"], **kw)
         self.duration = prom.Histogram("flowreg_sync_duration_seconds",
                                        "Wall time of one sync", **kw)
+        self.standby = prom.Gauge("flowreg_standby",
+                                  "1 while this replica stands by for another (HA peering)",
+                                  **kw)
 
     @classmethod
     def default(cls) -> Metrics:
@@ -43,6 +46,10 @@ class Metrics:
         if _default is None:
             _default = cls()
         return _default
+
+    def set_standby(self, standing_by: bool) -> None:
+        if self.enabled:
+            self.standby.set(1 if standing_by else 0)
 
     def sync_finished(self, result: str, seconds: float, report: SyncReport | None) -> None:
         if not self.enabled:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 import kopf
 
 from flowreg.controller.config import load_config
-from flowreg.controller.metrics import serve
+from flowreg.controller.metrics import Metrics, serve
 
 
 class RedactSecrets(logging.Filter):
@@ -29,13 +30,52 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+DEFAULT_PEERING_LIFETIME = 60
+
+
+def start_priority() -> int:
+    """A kopf peering priority that makes the oldest replica the active one.
+
+    kopf pauses every operator that sees a live peer of higher *or equal* priority, so equal
+    priorities would pause all replicas. Minus the start time in microseconds is unique in
+    practice, and a replica that restarts never preempts the one that took over meanwhile.
+    """
+    return -time.time_ns() // 1000
+
+
+class StandbyWatch(logging.Filter):
+    """Sets ``flowreg_standby`` from kopf's peering decisions (pause and resume)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.startswith(("Pausing operations in favour of", "Pausing all operators")):
+            self.metrics.set_standby(True)
+        elif text.startswith("Resuming operations after the pause"):
+            self.metrics.set_standby(False)
+        return True
+
+
+def watch_standby(metrics: Metrics) -> None:
+    """kopf starts a peering operator paused, until it has seen that no peer outranks it."""
+    metrics.set_standby(True)
+    logging.getLogger("kopf._core.engines.peering").addFilter(StandbyWatch(metrics))
+
+
 def run(*, config_path: str | None, namespaces: Sequence[str], all_namespaces: bool,
         liveness: str | None, peering: str | None, metrics_port: int | None,
-        log_format: str = "json", verbose: bool = False) -> int:
+        log_format: str = "json", verbose: bool = False,
+        peering_lifetime: int = DEFAULT_PEERING_LIFETIME) -> int:
     """Run the operator until it is stopped; returns the process exit code.
 
-    ``peering`` names a KopfPeering object for HA (a second replica stands by); ``None`` runs
-    standalone. The configuration file is read once at start (and checked here, before kopf).
+    ``peering`` names a KopfPeering object for HA; ``None`` runs standalone. Of the replicas
+    peering there, the one started first reconciles and the others stand by
+    (``flowreg_standby`` is 1 in their metrics); when it has not renewed its entry for
+    ``peering_lifetime`` seconds, the next oldest takes over. The configuration file is read
+    once at start (and checked here, before kopf).
     """
     config = load_config(config_path)
     if config_path:
@@ -52,9 +92,13 @@ def run(*, config_path: str | None, namespaces: Sequence[str], all_namespaces: b
 
     import flowreg.controller.handlers  # noqa: F401  (registers the handlers with kopf)
 
+    os.environ["FLOWREG_PEERING_LIFETIME"] = str(peering_lifetime)
+    if peering is not None:
+        watch_standby(Metrics.default())
     kopf.run(
         standalone=peering is None,
         peering_name=peering,
+        priority=start_priority(),
         clusterwide=all_namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness,
