@@ -36,7 +36,16 @@ def run_one(system: str, n: int, embedder: str, url: str | None, store: str,
     from bench.systems import RUNNERS
 
     location = ":memory:"
-    if store == "path":
+    if store == "server":
+        location = os.environ["FLOWREG_BENCH_QDRANT_URL"]
+        from qdrant_client import QdrantClient
+
+        admin = QdrantClient(url=location, api_key=os.environ.get("QDRANT_API_KEY"),
+                             check_compatibility=False)
+        for collection in admin.get_collections().collections:  # each system starts empty
+            admin.delete_collection(collection.name)
+        admin.close()
+    elif store == "path":
         import tempfile
 
         location = tempfile.mkdtemp(prefix=f"bench-{system}-")
@@ -91,7 +100,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,50000")
     parser.add_argument("--embedder", choices=("hashing", "latency"), default="hashing")
     parser.add_argument("--latency", type=float, default=0.02)
-    parser.add_argument("--store", choices=("memory", "path"), default="memory")
+    parser.add_argument("--store", choices=("memory", "path", "server"), default="memory",
+                        help="server: a Qdrant server built by hack/qdrant.sh, started here")
     parser.add_argument("--systems", default="flowreg,naive,langchain")
     parser.add_argument("--naive-max", type=int, default=10_000,
                         help="skip the naive baseline above this N (estimated instead)")
@@ -111,6 +121,15 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    qdrant = None
+    if args.store == "server":
+        from tests.support.qdrant_server import QdrantServer
+
+        binary = subprocess.run(["bash", str(REPO / "hack" / "qdrant.sh")], check=True,
+                                capture_output=True, text=True).stdout.split()[-1]
+        qdrant = QdrantServer(Path(binary)).start()
+        os.environ["FLOWREG_BENCH_QDRANT_URL"] = qdrant.endpoint.url
+        os.environ["QDRANT_API_KEY"] = qdrant.api_key
     server, url = (None, None)
     if args.embedder == "latency":
         server, url = start_server(args.latency)
@@ -135,6 +154,8 @@ def main() -> None:
     finally:
         if server is not None:
             server.terminate()
+        if qdrant is not None:
+            qdrant.remove()
 
     head = ["N", "system / phase", "wall s", "emb calls", "emb texts", "qdrant calls",
             "qdrant writes", "peak RSS MiB"]

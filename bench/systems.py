@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import resource
 import time
 from collections import Counter
@@ -27,7 +28,8 @@ from flowreg.embed import HashingEmbedder
 from flowreg.embed.base import CountingEmbedder
 from flowreg.embed.openai import OpenAIEmbedder
 from flowreg.flow import Registry, point_id
-from flowreg.store import SNAPSHOT_FIELDS, FlowStore, payload_of
+from flowreg.store import SNAPSHOT_FIELDS, is_url, payload_of
+from flowreg.store.client import ClientStore
 from flowreg.sync import SyncEngine
 
 COUNTED = ("scroll", "upsert", "delete", "retrieve", "batch_update_points", "overwrite_payload",
@@ -95,8 +97,19 @@ def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def open_async(location: str) -> AsyncQdrantClient:
+    if is_url(location):
+        return AsyncQdrantClient(url=location, api_key=os.environ.get("QDRANT_API_KEY"),
+                                 check_compatibility=False, timeout=60)
     return AsyncQdrantClient(location=":memory:") if location == ":memory:" \
         else AsyncQdrantClient(path=location)
+
+
+def open_sync(location: str) -> QdrantClient:
+    if is_url(location):
+        return QdrantClient(url=location, api_key=os.environ.get("QDRANT_API_KEY"),
+                            check_compatibility=False, timeout=60)
+    return QdrantClient(location=":memory:") if location == ":memory:" \
+        else QdrantClient(path=location)
 
 
 async def run_flowreg(n: int, embedder_kind: str, url: str | None, location: str,
@@ -106,7 +119,7 @@ async def run_flowreg(n: int, embedder_kind: str, url: str | None, location: str
     its median, with every run's time in ``runs``."""
     client = open_async(location)
     counts = count_calls(client)
-    store = FlowStore(client, "flows", local=True)
+    store = ClientStore(client, "flows", local=not is_url(location), location=location)
     emb = CountingEmbedder(make_embedder(embedder_kind, url))
     engine = SyncEngine(store, emb)
     # Each phase gets freshly built flows, as a new process would: no checksum is cached.
@@ -250,8 +263,7 @@ def run_langchain(n: int, embedder_kind: str, url: str | None,
     from langchain_core.indexing import InMemoryRecordManager, index
     from langchain_qdrant import QdrantVectorStore
 
-    client = QdrantClient(location=":memory:") if location == ":memory:" \
-        else QdrantClient(path=location)
+    client = open_sync(location)
     client.create_collection("flows", vectors_config=models.VectorParams(
         size=384, distance=models.Distance.COSINE))
     counts = count_calls(client)

@@ -6,6 +6,7 @@ changed); the operator itself is tested end to end on a real apiserver in tests/
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
@@ -235,3 +236,32 @@ def test_logs_never_show_api_keys(caplog, monkeypatch):
     with caplog.at_level(logging.INFO, logger="flowreg.test-redaction"):
         logger.info("connecting with %s", "sk-live-0123456789")
     assert "sk-live" not in caplog.text and "[REDACTED]" in caplog.text
+
+
+async def test_a_sync_queued_behind_another_keeps_the_report_of_the_one_that_wrote(reconciler):
+    # Two triggers for a new registry (resume and create, say), each with its own copy of the
+    # object as it was before any sync: the first holds the registry while its embedder is
+    # slow; the second runs after it, finds nothing to do, and must not replace the first's
+    # report (created: 50) with its own (skipped: 50).
+    flows = make_flows(50)
+    first_body, second_body = body_of(flows), body_of(flows)
+    engine = await reconciler.engine(reconciler.config.store("default"))
+    gate = asyncio.Event()
+    embed = engine.embedder.inner.embed
+
+    async def held(texts):
+        await gate.wait()
+        return await embed(texts)
+
+    engine.embedder.inner.embed = held
+    first = asyncio.create_task(reconciler.reconcile(first_body, trigger="resume"))
+    while not reconciler._lock(first_body).locked():
+        await asyncio.sleep(0)
+    second = asyncio.create_task(reconciler.reconcile(second_body, trigger="change"))
+    await asyncio.sleep(0.05)
+    assert not first.done() and not second.done()
+    gate.set()
+    await asyncio.gather(first, second)
+    reports = [p["lastSync"] for p in reconciler.sink.patches if p.get("lastSync")]
+    assert [r["created"] for r in reports] == [50]  # written once, by the sync that created
+    assert engine.embedder.texts == 50

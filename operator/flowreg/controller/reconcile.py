@@ -61,6 +61,8 @@ class Reconciler:
         self.engines: dict[str, SyncEngine] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._checked: dict[str, _Checked] = {}
+        self._written: dict[str, dict[str, Any]] = {}
+        """Per registry, the status as this reconciler last left it (under the lock)."""
 
     async def engine(self, store: StoreConfig) -> SyncEngine:
         """The engine of a configured store, opened on first use (and retried until it opens)."""
@@ -99,6 +101,7 @@ class Reconciler:
         """Drop what is remembered of a deleted registry."""
         self._checked.pop(_uid(body), None)
         self._locks.pop(_uid(body), None)
+        self._written.pop(_uid(body), None)
 
     async def check_drift(self, body: Mapping[str, Any]) -> Outcome | None:
         """Reconcile ``body`` with a deep check if one is ``due``; ``None`` if not.
@@ -123,7 +126,7 @@ class Reconciler:
     async def _reconcile(self, body: Mapping[str, Any], trigger: str) -> Outcome:
         uid = _uid(body)
         started = time.monotonic()
-        before = plain(body.get("status") or {})
+        before = self._fresh_status(uid, body)
         outcome, report, transient = await self._sync(body, trigger)
         previous = self._checked.get(uid)
         failures = (previous.failures + 1) if (transient and previous) else int(transient)
@@ -131,6 +134,21 @@ class Reconciler:
         self.metrics.sync_finished(outcome.reason, time.monotonic() - started, report)
         await self._write(body, before, outcome, report)
         return outcome
+
+    def _fresh_status(self, uid: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The registry's status as it is now, not as ``body`` saw it.
+
+        A handler's ``body`` is the object as it was when the handler was queued; a sync that
+        held the registry meanwhile may have written a newer status since. What this
+        reconciler last wrote (under the same lock) is at least as new, unless the body comes
+        from a later generation.
+        """
+        seen = plain(body.get("status") or {})
+        written = self._written.get(uid)
+        if written is None or (seen.get("observedGeneration") or 0) > (
+                written.get("observedGeneration") or 0):
+            return seen
+        return {**seen, **written}
 
     async def finalize(self, body: Mapping[str, Any]) -> int:
         """Handle deletion: ``Delete`` removes exactly this registry's points; ``Orphan`` none.
@@ -216,6 +234,8 @@ class Reconciler:
         if (report is not None and report.change_count) or any(
                 status.get(k) != v for k, v in patch.items()):
             await self.sink.patch_status(body, patch)
+            self._written[_uid(body)] = {k: v for k, v in {**status, **patch}.items()
+                                         if v is not None}
         await self._events(body, status, outcome, report)
 
     async def _events(self, body: Mapping[str, Any], status: Mapping[str, Any],
