@@ -212,3 +212,19 @@ def test_a_problem_in_a_fast_read_file_still_names_its_line(write_manifest):
         manifest.load([path])
     line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "- 42" in t)
     assert f"{path}:{line}:" in str(err.value)
+
+
+@pytest.mark.parametrize("text", [
+    "k: >\n", "k: |\n---\nk: x\n",             # empty block scalars: "" in libyaml
+    "k: [[], ?x]\n", "k: {a: [:x]}\n",         # ? and : indicators in flow (YAML 1.1)
+    "k: 0X1e3\n", "k: 1e3017\n", "k: 1e3\n",   # numbers only YAML 1.2 reads as numbers
+    "k: ! null\n", "k: !!str 1\n",             # tags
+    "k: 017\n", "k: 0o17\n", "k: 1:20\n", "k: yes\n", "k: [on, Off]\n", "k: 2024-01-01\n",
+    "k: x\u2028y\n", "\ufeffk: x\n",           # YAML 1.1 line breaks, a byte order mark
+])
+def test_texts_yaml_1_1_and_1_2_read_differently_are_read_as_1_1(text):
+    try:
+        expected = [d.data for d in documents.read_documents(text, "t", located=True)]
+    except InvalidSpec:
+        return
+    assert [d.data for d in documents.read_documents(text, "t")] == expected

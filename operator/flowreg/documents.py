@@ -62,24 +62,29 @@ _SLOW_TEXT = tuple(re.compile(p) for p in (
     r"\n%",                                                  # directives
     r"&(?<=[ \t\n\[{,]&)[^ \t\r\n,\[\]{}]",                  # anchors
     r"\*(?<=[ \t\n\[{,]\*)[^ \t\r\n,\[\]{}]",                # aliases
-    r"!(?<=[ \t\n\[{,]!)[^ \t\r\n,\[\]{}]",                  # tags
+    r"!(?<=[ \t\n\[{,]!)",                                 # tags (! alone too)
     r"-[ \t]+[-?][ \t\r\n]",                                  # compact nested blocks: - - x
     r"\?[ \t]+[-?][ \t\r\n]",
+    r"\?(?<=[ \t\n\[{,]\?)[^ \t\r\n]",                          # ?x: a key in flow (1.1)
+    r":(?<=[ \t\n\[{,]:)[^ \t\r\n]",                            # :x: a value in flow (1.1)
     r"\n {40}",                                              # deep indentation
-    r"0(?<=[\s\[{,+-]0)[0-9_oObB]",                          # 017, 0o17, 0b1 (1.1 != 1.2)
+    r"0(?<=[\s\[{,+-]0)[0-9_oObBxX]",                        # 017, 0o17, 0b1, 0X1 (1.1 != 1.2)
 ))
 _SLOW_UNICODE = re.compile("[\x85\u2028\u2029\ufeff]")   # YAML 1.1 line breaks, BOM
 # ... and what the data shows, encoded as JSON: strings YAML 1.1 reads as another type when
 # they are plain (yes, on, 1_000, 1:20, 0x1f, 2024-01-01, <<, =), floats (1e3 is a string in
 # YAML 1.1), nulls (an overflowing float such as 1e999 is encoded as null), and strings of
 # line breaks only (yaml_rs reads an empty block scalar as "\n", libyaml as "").
+_FLOAT = rb"-?[0-9]+(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)(?=[,\]}])"
 _SLOW_DATA = (
-    re.compile(rb'"(?<=[:\[,{]")(?:[yY]es|YES|[nN]o|NO|[oO]n|ON|[oO]ff|OFF|<<|='
-               rb"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])*(?:\.[0-9_]*(?:[eE][-+][0-9]+)?)?"
+    re.compile(rb'"(?=[yYnNoO<=+.0-9\\-])(?<=[:\[,{]")(?:[yY]es|YES|[nN]o|NO|[oO]n|ON|[oO]ff|OFF'
+               rb"|<<|=|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])*(?:\.[0-9_]*(?:[eE][-+][0-9]+)?)?"
                rb"|[-+]?0b[01_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
                rb'|[-+]?\.(?:inf|Inf|INF|nan|NaN|NAN)|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[^"]*'
                rb'|(?:\\n)+)"'),
-    re.compile(rb"[:\[,]-?[0-9]+(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)(?=[,\]}])"),
+    re.compile(rb'":' + _FLOAT),  # a float as a value, as the first or a later item
+    re.compile(rb"\[" + _FLOAT),
+    re.compile(rb"," + _FLOAT),
     re.compile(rb"null(?<=[:\[,]null)(?=[,\]}])"),
 )
 _DOCUMENT_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.MULTILINE)
@@ -311,7 +316,7 @@ class _Builder:
                                     event.style)
         try:
             value = construct(self.loader, node)
-        except (self.yaml.YAMLError, ValueError) as exc:
+        except Exception as exc:  # a constructor's own error: KeyError, ValueError...
             raise self._fail(f"unsupported value {event.value!r}: {exc}", event) from None
         if not isinstance(value, _SCALARS):
             raise self._fail(
