@@ -187,6 +187,11 @@ def main() -> None:
                   "cold open + snapshot "
                   f"{ph['cold open + snapshot (new process)']:.3f} s, peak RSS "
                   f"{edge['rss_mib']:.0f} MiB")
+            fresh = next((p for p in edge["phases"]
+                          if p["phase"] == "no-op re-apply (new process)"), None)
+            if fresh:
+                print(f"N={n}: edge no-op in a new process: engine {fresh['wall']:.3f} s, "
+                      f"process peak RSS {fresh['rss_mib']:.0f} MiB")
     for n in args.size_list:
         fr = results.get(("flowreg", n))
         if not fr:

@@ -14,7 +14,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,21 @@ from flowreg.store import open_store
 store = open_store(sys.argv[1])
 snap = asyncio.run(store.snapshot(sys.argv[2]))
 print(json.dumps({"wall": time.perf_counter() - t0, "points": len(snap)}))
+"""
+
+NOOP = """
+import asyncio, json, sys, time
+from bench.flows import make_registry
+from flowreg.embed import HashingEmbedder
+from flowreg.store import open_store
+from flowreg.sync import SyncEngine
+registry = make_registry(int(sys.argv[2]))
+engine = SyncEngine(open_store(sys.argv[1]), HashingEmbedder(384))
+t0 = time.perf_counter()
+report = asyncio.run(engine.apply(registry))
+wall = time.perf_counter() - t0
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"wall": wall, "changes": report.change_count, "rss_mib": int(hwm) / 1024}))
 """
 
 
@@ -86,6 +100,13 @@ async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
     assert cold["points"] == n
     results.append({"phase": "cold open + snapshot (new process)", "wall": cold["wall"],
                     "emb_calls": 0, "emb_texts": 0, "q_calls": 0, "q_writes": 0})
+    if embedder_kind == "hashing":
+        noop = json.loads(subprocess.run([sys.executable, "-c", NOOP, location, str(n)],
+                                         capture_output=True, text=True, check=True).stdout)
+        assert noop["changes"] == 0
+        results.append({"phase": "no-op re-apply (new process)", "wall": noop["wall"],
+                        "emb_calls": 0, "emb_texts": 0, "q_calls": 0, "q_writes": 0,
+                        "rss_mib": noop["rss_mib"]})
     registry = make_registry(n)
     vectors = await emb.inner.embed([f.embedding_text for f in registry.flows])
     points = [q.Point(point_id(registry.agent_id, f.name), v,
@@ -100,5 +121,4 @@ async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
     floor.close()
     await emb.aclose()
     results[0]["rss_mib"] = rss
-    time.sleep(0)
     return results
