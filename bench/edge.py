@@ -36,11 +36,11 @@ print(json.dumps({"wall": time.perf_counter() - t0, "points": len(snap)}))
 
 NOOP = """
 import asyncio, json, sys, time
-from bench.flows import make_registry
+from bench.flows import change_one_percent, make_registry
 from flowreg.embed import HashingEmbedder
 from flowreg.store import open_store
 from flowreg.sync import SyncEngine
-registry = make_registry(int(sys.argv[2]))
+registry = change_one_percent(make_registry(int(sys.argv[2])))  # what the store holds by now
 engine = SyncEngine(open_store(sys.argv[1]), HashingEmbedder(384))
 t0 = time.perf_counter()
 report = asyncio.run(engine.apply(registry))

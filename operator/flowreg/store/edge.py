@@ -6,15 +6,20 @@ Each Edge update is atomic under a kill, and a batch is at most three of them (o
 new points and rewritten payloads, one deletion), so a killed apply leaves whole points only.
 
 Edge calls are synchronous and fast (microseconds to milliseconds); they run on the event
-loop's thread.
+loop's thread. Handing a payload to Edge costs a few microseconds per JSON value, so the
+structured content fields (``examples``, ``conditions``, ``blueprint``) are stored as JSON text
+and decoded on read: every caller above the seam sees the same payloads as on other backends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from flowreg.errors import FlowregError, StoreIncompatible, StoreUnavailable
 from flowreg.store.base import (
@@ -29,6 +34,27 @@ from flowreg.store.base import (
 
 EDGE_PAGE_SIZE = 5_000
 CONFIG_FILE = "edge_config.json"
+PACKED_FIELDS = ("examples", "conditions", "blueprint")
+"""Payload fields stored as JSON text (never filtered on; read back decoded)."""
+
+
+def pack(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``payload`` as stored in Edge: structured content fields as JSON text."""
+    out = dict(payload)
+    for key in PACKED_FIELDS:
+        if key in out:
+            out[key] = orjson.dumps(out[key]).decode()
+    return out
+
+
+def unpack(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload as written (the inverse of ``pack``); other text is left as it is."""
+    for key in PACKED_FIELDS:
+        value = payload.get(key)
+        if isinstance(value, str):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                payload[key] = orjson.loads(value)
+    return payload
 
 
 def shard_config(q: Any, dimension: int) -> Any:
@@ -106,7 +132,10 @@ class EdgeStore(FlowStore):
             records, offset = self._shard.scroll(q.ScrollRequest(
                 offset=offset, limit=self.page_size, filter=where, with_payload=fields,
                 with_vector=False))
-            yield [(str(r.id), r.payload or {}) for r in records]
+            if any(key in fields for key in PACKED_FIELDS):
+                yield [(str(r.id), unpack(r.payload or {})) for r in records]
+            else:
+                yield [(str(r.id), r.payload or {}) for r in records]
             if offset is None:
                 return
 
@@ -114,13 +143,14 @@ class EdgeStore(FlowStore):
                         vectors: bool) -> list[tuple[str, dict[str, Any] | None,
                                                      list[float] | None]]:
         records = self._shard.retrieve(list(ids), payload, vectors)
-        return [(str(r.id), r.payload if payload else None,
+        return [(str(r.id), unpack(r.payload or {}) if payload else None,
                  list(r.vector) if vectors and isinstance(r.vector, list) else None)
                 for r in records]
 
     async def _write(self, writes: Sequence[PointWrite], deletes: Sequence[str]) -> None:
         q = self._q
-        points = [q.Point(w.id, w.vector, w.payload) for w in writes if w.vector is not None]
+        points = [q.Point(w.id, w.vector, pack(w.payload))
+                  for w in writes if w.vector is not None]
         rewrites = [w for w in writes if w.vector is None]
         if rewrites:
             # A payload rewrite is an upsert with the stored vector: one update for the batch
@@ -128,7 +158,7 @@ class EdgeStore(FlowStore):
             stored = {pid: vector for pid, _, vector in
                       await self._retrieve([w.id for w in rewrites], payload=False,
                                            vectors=True)}
-            points.extend(q.Point(w.id, stored[w.id], w.payload)
+            points.extend(q.Point(w.id, stored[w.id], pack(w.payload))
                           for w in rewrites if stored.get(w.id) is not None)
         if points:
             self._shard.update(q.UpdateOperation.upsert_points(points))
@@ -144,7 +174,7 @@ class EdgeStore(FlowStore):
         hits = self._shard.search(q.SearchRequest(
             query=q.Query.Nearest(list(vector)), filter=self._agent_filter(agent_id),
             limit=limit, with_payload=True, with_vector=False))
-        return [ScoredFlow(str(h.id), float(h.score), h.payload or {}) for h in hits]
+        return [ScoredFlow(str(h.id), float(h.score), unpack(h.payload or {})) for h in hits]
 
     def _agent_filter(self, agent_id: str) -> Any:
         q = self._q

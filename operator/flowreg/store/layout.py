@@ -21,7 +21,7 @@ from typing import Any
 
 from flowreg.errors import StoreIncompatible, StoreUnavailable
 from flowreg.store.base import INDEXED_FIELDS, in_use
-from flowreg.store.edge import is_shard, shard_config
+from flowreg.store.edge import is_shard, pack, shard_config, unpack
 
 LEGACY_META = "meta.json"
 LEGACY_DIR = "collection"
@@ -107,7 +107,7 @@ def _copy(client: Any, name: str, staging: Path) -> None:
         copied = 0
         for records in _pages(client, name):
             shard.update(q.UpdateOperation.upsert_points(
-                [q.Point(str(r.id), list(r.vector), r.payload or {}) for r in records]))
+                [q.Point(str(r.id), list(r.vector), pack(r.payload or {})) for r in records]))
             copied += len(records)
         shard.flush()
         _verify(client, name, shard, copied)
@@ -128,7 +128,7 @@ def _verify(client: Any, name: str, shard: Any, copied: int) -> None:
         moved = {str(r.id): r for r in shard.retrieve([str(r.id) for r in records], True, True)}
         for r in records:
             twin = moved.get(str(r.id))
-            if twin is None or twin.payload != (r.payload or {}) or not twin.vector:
+            if twin is None or unpack(twin.payload or {}) != (r.payload or {}) or not twin.vector:
                 raise StoreIncompatible(
                     f"migrating collection {name!r}: point {r.id} did not copy exactly; the "
                     "older store was left as it was")
