@@ -41,6 +41,7 @@ from tests.e2e.operator_harness import (
 )
 from tests.kube.controlplane import scaled
 from tests.support.embedding_server import EmbeddingServer
+from tests.support.stores import points_held
 
 pytestmark = pytest.mark.e2e
 TIMINGS: dict[str, float] = {}
@@ -338,15 +339,7 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
         proc.kill()
         assert "lastSync" not in (get_registry(kube_api, namespace, "big").get("status") or {})
 
-        async def count() -> tuple[int, int]:
-            store = open_store(str(store_dir))
-            try:
-                points = await store.snapshot(agent)
-                return len(points), len({p.name for p in points})
-            finally:
-                await store.close()
-
-        written, _ = asyncio.run(count())
+        written, _ = points_held(str(store_dir), agent)
         assert 0 < written < 2000
         proc.start()
         obj = wait_ready(kube_api, namespace, "big", timeout=180)
@@ -358,7 +351,7 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
         assert '"message"' in log  # structured (JSON) logs
         assert obj["status"]["lastSync"]["created"] == 2000 - written
         assert obj["status"]["lastSync"]["embeddedTexts"] == 2000 - written
-        total, names = asyncio.run(count())
+        total, names = points_held(str(store_dir), agent)
         assert (total, names) == (2000, 2000)
     finally:
         proc.stop()

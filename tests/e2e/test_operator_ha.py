@@ -4,7 +4,6 @@ SIGKILLed mid-sync the standby takes over and converges with no duplicates."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -19,7 +18,6 @@ import yaml
 from kubernetes import client
 
 from flowreg.schema import GROUP, PLURAL, VERSION
-from flowreg.store import open_store
 from tests.e2e.operator_harness import (
     OperatorProcess,
     big_flows,
@@ -32,6 +30,7 @@ from tests.kube.controlplane import scaled
 from tests.support.embedding_server import EmbeddingServer
 from tests.support.processes import free_port
 from tests.support.qdrant_server import QdrantServer, server_binary
+from tests.support.stores import points_held
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.skipif(
     server_binary() is None and os.environ.get("CI") != "true",
@@ -124,15 +123,7 @@ def test_one_replica_reconciles_and_the_standby_takes_over_when_it_dies(
         TIMINGS["ready after kill"] = time.monotonic() - killed
         assert obj["status"]["flowCount"] == N
 
-        async def held() -> tuple[int, int]:
-            store = open_store(qdrant.endpoint.url, api_key=qdrant.api_key)
-            try:
-                points = await store.snapshot(agent)
-                return len(points), len({p.name for p in points})
-            finally:
-                await store.close()
-
-        assert asyncio.run(held()) == (N, N)
+        assert points_held(qdrant.endpoint.url, agent, qdrant.api_key) == (N, N)
         print(f"\nHA takeover: standby active {TIMINGS['takeover']:.1f} s after SIGKILL "
               f"(peering lifetime {LIFETIME} s), registry Ready after "
               f"{TIMINGS['ready after kill']:.1f} s")

@@ -5,7 +5,6 @@ and restarted mid-sync, and a wrong API key. The test reads Qdrant directly.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -18,7 +17,6 @@ import yaml
 from kubernetes import client
 
 from flowreg.schema import GROUP, PLURAL, VERSION
-from flowreg.store import open_store
 from tests.e2e.operator_harness import (
     OperatorProcess,
     big_flows,
@@ -33,6 +31,7 @@ from tests.e2e.operator_harness import (
 from tests.support.embedding_server import EmbeddingServer
 from tests.support.processes import free_port
 from tests.support.qdrant_server import QdrantServer, server_binary
+from tests.support.stores import points_held
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     server_binary() is None and os.environ.get("CI") != "true",
@@ -98,15 +97,7 @@ def start_operator(tmp_path: Path, kubeconfig_path: Path, namespace: str, qdrant
 
 def points_of(qdrant: QdrantServer, agent: str) -> tuple[int, int]:
     """(points, distinct flow names) the server holds for ``agent``."""
-    async def read() -> tuple[int, int]:
-        store = open_store(qdrant.endpoint.url, api_key=qdrant.api_key)
-        try:
-            points = await store.snapshot(agent)
-            return len(points), len({p.name for p in points})
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
+    return points_held(qdrant.endpoint.url, agent, qdrant.api_key)
 
 
 def under_way(obj: dict) -> bool:

@@ -45,3 +45,18 @@ async def drop(store: FlowStore) -> None:
     if client is not None and getattr(store, "local", True) is False:
         await client.delete_collection(store.collection)
     await store.close()
+
+
+def points_held(location: str, agent: str, api_key: str | None = None) -> tuple[int, int]:
+    """(points, distinct flow names) the store at ``location`` holds for ``agent``."""
+    import asyncio
+
+    async def read() -> tuple[int, int]:
+        store = open_store(location, api_key=api_key)
+        try:
+            points = await store.snapshot(agent)
+            return len(points), len({p.name for p in points})
+        finally:
+            await store.close()
+
+    return asyncio.run(read())

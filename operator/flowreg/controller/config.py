@@ -16,7 +16,6 @@ API key. Tenants never supply URLs or keys. Example::
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,7 @@ from typing import Any
 import yaml
 
 from flowreg.errors import InvalidSpec
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+from flowreg.schema import parse_duration as parse_duration
 
 
 @dataclass(frozen=True)
@@ -109,16 +106,3 @@ def load_config(path: str | Path | None) -> OperatorConfig:
     with Path(path).open(encoding="utf-8") as fh:
         data = yaml.safe_load(fh) or {}
     return parse_config(data)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Flux-style duration such as ``90s``, ``10m``, ``1h30m``, ``500ms``."""
-    total, pos = 0.0, 0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"not a duration: {text!r}")
-    return total

@@ -18,7 +18,7 @@ import abc
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from flowreg.errors import FlowregError, StoreIncompatible
 from flowreg.flow import Entry, Flow, Snapshot, StoredPoint
@@ -322,13 +322,8 @@ class FlowStore(abc.ABC):
                 page = await pages.__anext__()
             except StopAsyncIteration:
                 return
-            except FlowregError:
-                raise
             except Exception as exc:
-                mapped = self._map_error(exc)
-                if mapped is None:
-                    raise
-                raise mapped from exc
+                self._raise_mapped(exc)
             self.stats.calls["scroll"] += 1
             yield page
 
@@ -336,13 +331,15 @@ class FlowStore(abc.ABC):
         self.stats.calls[name] += 1
         try:
             return await call
-        except FlowregError:
-            raise
         except Exception as exc:
-            mapped = self._map_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
+            self._raise_mapped(exc)
+
+    def _raise_mapped(self, exc: Exception) -> NoReturn:
+        """Raise the flowreg error a backend failure means, or the failure itself."""
+        mapped = None if isinstance(exc, FlowregError) else self._map_error(exc)
+        if mapped is None:
+            raise exc
+        raise mapped from exc
 
 
 def in_use(location: str) -> str:
