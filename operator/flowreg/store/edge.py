@@ -58,8 +58,13 @@ def unpack(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def shard_config(q: Any, dimension: int) -> Any:
-    """A shard of cosine vectors; payloads held in RAM (snapshots read every point's subset)."""
-    return q.EdgeConfig(vectors=q.EdgeVectorParams(size=dimension, distance=q.Distance.Cosine),
+    """A shard of cosine vectors; payloads held in RAM (snapshots read every point's subset).
+
+    Vectors stay on disk until read (``Memory.Cold``): a plan never reads them, and loading
+    them at open would add 1.5 KiB per point to every process that opens the store.
+    """
+    return q.EdgeConfig(vectors=q.EdgeVectorParams(size=dimension, distance=q.Distance.Cosine,
+                                                   memory=q.Memory.Cold),
                         payload_memory=q.Memory.Pinned)
 
 
