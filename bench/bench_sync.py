@@ -192,6 +192,10 @@ def main() -> None:
             if fresh:
                 print(f"N={n}: edge no-op in a new process: engine {fresh['wall']:.3f} s, "
                       f"process peak RSS {fresh['rss_mib']:.0f} MiB")
+            for p in edge["phases"]:
+                if p["phase"].startswith("no-op, "):
+                    print(f"N={n}: edge {p['phase']}: engine {p['wall']:.3f} s, process peak "
+                          f"RSS {p['rss_mib']:.0f} MiB")
     for n in args.size_list:
         fr = results.get(("flowreg", n))
         if not fr:

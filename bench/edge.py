@@ -3,7 +3,10 @@
 Phases: first apply, no-op re-apply (median of ``repeat``, interleaved with the floor), 1%
 changed, the floors (a bare scroll of the same payload subset straight from the shard, a bare
 batched upsert of precomputed vectors into a new shard), and a cold open + snapshot of the
-store in a fresh process (interpreter start-up excluded, imports included).
+store in a fresh process (interpreter start-up excluded, imports included). With the hashing
+embedder, no-op re-applies in fresh processes too: of the one registry, and of the same N flows
+split into ``REGISTRIES`` registries of one agent (all of them in one process, and one of them
+alone), each with the process's own peak RSS.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.flows import change_one_percent, make_registry
+from bench.flows import change_one_percent, make_registry, split_registry
 from bench.systems import Phase, make_embedder, median
 from flowreg.embed.base import CountingEmbedder
 from flowreg.flow import point_id
@@ -36,7 +40,7 @@ print(json.dumps({"wall": time.perf_counter() - t0, "points": len(snap)}))
 
 NOOP = """
 import asyncio, json, sys, time
-from bench.flows import change_one_percent, make_registry
+from bench.flows import change_one_percent, make_registry, split_registry
 from flowreg.embed import HashingEmbedder
 from flowreg.store import open_store
 from flowreg.sync import SyncEngine
@@ -48,6 +52,51 @@ wall = time.perf_counter() - t0
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"wall": wall, "changes": report.change_count, "rss_mib": int(hwm) / 1024}))
 """
+
+SEVERAL = """
+import asyncio, json, sys, time
+from bench.flows import make_registry, split_registry
+from flowreg.embed import HashingEmbedder
+from flowreg.store import open_store
+from flowreg.sync import SyncEngine
+location, n, k, only = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "one"
+registries = split_registry(make_registry(n), k)[:1 if only else k]
+engine = SyncEngine(open_store(location), HashingEmbedder(384))
+async def main():
+    changes = 0
+    for registry in registries:
+        changes += (await engine.apply(registry)).change_count
+    return changes
+t0 = time.perf_counter()
+changes = asyncio.run(main())
+wall = time.perf_counter() - t0
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
+print(json.dumps({"wall": wall, "changes": changes, "rss_mib": int(hwm) / 1024}))
+"""
+REGISTRIES = 5
+
+
+async def several_registries(n: int) -> list[dict[str, Any]]:
+    """No-op re-applies in fresh processes of ``n`` flows held by ``REGISTRIES`` registries."""
+    location = tempfile.mkdtemp(prefix="bench-edge-several-")
+    store = open_store(location)
+    engine = SyncEngine(store, make_embedder("hashing", None))
+    for registry in split_registry(make_registry(n), REGISTRIES):
+        await engine.apply(registry)
+    await store.close()
+    results = []
+    for scope in ("all", "one"):
+        out = json.loads(subprocess.run(
+            [sys.executable, "-c", SEVERAL, location, str(n), str(REGISTRIES), scope],
+            capture_output=True, text=True, check=True).stdout)
+        assert out["changes"] == 0
+        what = (f"all {REGISTRIES} registries" if scope == "all"
+                else f"1 of {REGISTRIES} registries")
+        results.append({"phase": f"no-op, {what} (new process)", "wall": out["wall"],
+                        "emb_calls": 0, "emb_texts": 0, "q_calls": 0, "q_writes": 0,
+                        "rss_mib": out["rss_mib"]})
+    shutil.rmtree(location, ignore_errors=True)
+    return results
 
 
 async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
@@ -107,6 +156,7 @@ async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
         results.append({"phase": "no-op re-apply (new process)", "wall": noop["wall"],
                         "emb_calls": 0, "emb_texts": 0, "q_calls": 0, "q_writes": 0,
                         "rss_mib": noop["rss_mib"]})
+        results.extend(await several_registries(n))
     registry = make_registry(n)
     vectors = await emb.inner.embed([f.embedding_text for f in registry.flows])
     points = [q.Point(point_id(registry.agent_id, f.name), v,

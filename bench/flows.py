@@ -41,3 +41,10 @@ def change_one_percent(registry: Registry) -> Registry:
         flows[i] = Flow(f.name, "changed: " + f.description, f.examples, f.conditions,
                         f.blueprint)
     return Registry(registry.agent_id, registry.owner, tuple(flows))
+
+
+def split_registry(registry: Registry, k: int) -> list[Registry]:
+    """``registry``'s flows as ``k`` registries of the same agent (owners ``<owner>-<j>``)."""
+    size = -(-len(registry.flows) // k)
+    return [Registry(registry.agent_id, f"{registry.owner}-{j}",
+                     registry.flows[j * size:(j + 1) * size]) for j in range(k)]

@@ -74,6 +74,23 @@ async def test_second_apply_of_an_unchanged_registry_writes_and_embeds_nothing(c
     assert len(report.skipped) == 1000 and report.change_count == 0
 
 
+async def test_a_registry_reads_its_own_points_and_others_only_under_its_names(store):
+    engine = SyncEngine(store, HashingEmbedder())
+    big = registry(300, owner="ns/big")
+    await engine.apply(big)
+    small = Registry("agent", "ns/small", (*(Flow(f"small_{i}", f"small thing {i}")
+                                             for i in range(5)), big.flows[0]))
+    await engine.apply(small)
+    read = store.stats.points_read
+    report = await engine.apply(small)
+    assert report.change_count == 0 and report.store_writes == 0
+    assert [c["flow"] for c in report.conflicts] == ["flow_00000"]
+    # Its 5 points and the one of ns/big under a declared name; a backend that cannot filter
+    # reads the whole agent.
+    assert store.stats.points_read - read == (6 if store.scroll_filters_by_agent else 305)
+    assert len(await store.snapshot("agent")) == 305
+
+
 async def test_changing_one_flow_of_a_thousand_embeds_exactly_one_text(counted):
     store, calls = counted
     engine = SyncEngine(store, HashingEmbedder())

@@ -99,9 +99,10 @@ def plan_sync(registry: Registry, points: Snapshot | Iterable[StoredPoint], embe
     """The minimum set of changes that makes the store hold exactly ``registry``'s flows.
 
     ``points`` are what the store holds for ``registry.agent_id`` (points of other agents are
-    ignored). Points whose owner differs from ``registry.owner`` are never written or deleted:
-    a declared name held by another owner becomes a ``Conflict``. Every write goes to the
-    flow's canonical point id.
+    ignored); other owners' points under names the registry does not declare are never read
+    and may be left out. Points whose owner differs from ``registry.owner`` are never written
+    or deleted: a declared name held by another owner becomes a ``Conflict``. Every write goes
+    to the flow's canonical point id.
 
     With ``verify_ids`` (the default) a flow is skipped only if its one point sits at its
     canonical id; without it, the one current point of a flow is trusted wherever it sits (as

@@ -124,7 +124,10 @@ class SyncEngine:
 
     async def _plan(self, registry: Registry, policy: SyncPolicy, deep: bool) -> Plan:
         # The snapshot is freed before the collector resumes (see _no_gc).
-        return plan_sync(registry, await self.store.snapshot(registry.agent_id, deep=deep),
+        # Only what the plan reads: the registry's own points, and others' under its names.
+        snapshot = await self.store.snapshot(registry.agent_id, deep=deep, owner=registry.owner,
+                                             names=[f.name for f in registry.flows])
+        return plan_sync(registry, snapshot,
                          self.embedder.identity, policy, verify_ids=deep)
 
     async def dimension(self) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn, TypeVar
 
 from flowreg.errors import FlowregError, StoreIncompatible
@@ -38,13 +38,15 @@ Page = list[tuple[str, dict[str, Any]]]
 
 @dataclass
 class StoreStats:
-    """Calls made to the store's backend, by operation, and points written and deleted.
+    """Calls made to the store's backend, by operation, and points read, written and deleted.
 
     Write operations are ``upsert`` (points with vectors only), ``delete`` (deletions only) and
     ``batch_update_points`` (anything mixed, or payload rewrites): one per batch on every backend.
     """
 
     calls: Counter[str] = field(default_factory=Counter)
+    points_read: int = 0
+    """Points the snapshots, deep snapshots and exports read (whatever the backend returned)."""
     points_written: int = 0
     points_deleted: int = 0
 
@@ -65,6 +67,18 @@ class PointWrite:
     id: str
     payload: dict[str, Any]
     vector: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The points a scroll or count reads: those of ``agent_id`` (None: of every agent); with
+    ``owner``, only those ``owner`` holds, or (``others``) only those it does not hold; with
+    ``names``, only those under one of ``names``."""
+
+    agent_id: str | None
+    owner: str | None = None
+    others: bool = False
+    names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,8 +165,8 @@ class FlowStore(abc.ABC):
         """The existing collection's vector size; ``StoreIncompatible`` for another layout."""
 
     @abc.abstractmethod
-    def _scroll(self, agent_id: str | None, fields: list[str]) -> AsyncIterator[Page]:
-        """Pages of points (of ``agent_id`` where the backend filters, else of all agents)."""
+    def _scroll(self, scope: Scope, fields: list[str]) -> AsyncIterator[Page]:
+        """Pages of the points in ``scope`` (``fields`` of their payloads)."""
 
     @abc.abstractmethod
     async def _retrieve(self, ids: Sequence[str], *, payload: bool,
@@ -165,8 +179,8 @@ class FlowStore(abc.ABC):
         """Apply one batch: upserts, payload overwrites, then deletions."""
 
     @abc.abstractmethod
-    async def _count(self) -> int:
-        """Points in the collection."""
+    async def _count(self, scope: Scope | None = None) -> int:
+        """Points in ``scope`` (None: in the collection)."""
 
     @abc.abstractmethod
     async def _search(self, agent_id: str, vector: Sequence[float],
@@ -202,8 +216,13 @@ class FlowStore(abc.ABC):
     async def collection_exists(self) -> bool:
         return bool(await self._call("collection_exists", self._exists()))
 
-    async def snapshot(self, agent_id: str, *, deep: bool = False) -> Snapshot:
+    async def snapshot(self, agent_id: str, *, deep: bool = False, owner: str | None = None,
+                       names: Iterable[str] | None = None) -> Snapshot:
         """Every point of ``agent_id``: payload subset, no vectors, all pages (no cap).
+
+        With ``owner`` (and ``names``, the flow names its registry declares), only what a plan
+        of that owner's registry reads: the points ``owner`` holds, and other owners' points
+        under ``names``; a backend that filters never reads the rest.
 
         With ``deep``, the stored content is read too and the checksums are recomputed from it,
         so a point altered behind flowreg's back (payload edited, checksum kept) reads as changed.
@@ -211,11 +230,13 @@ class FlowStore(abc.ABC):
         """
         if not await self.collection_exists():
             return Snapshot(agent_id)
+        wanted = frozenset(names or ())
         if deep:
-            return Snapshot.of(agent_id, [p async for p in self._deep_snapshot(agent_id)])
+            return Snapshot.of(agent_id, [p async for p in self._deep_snapshot(agent_id, owner,
+                                                                               wanted)])
         first: dict[str, Entry] = {}
         more: list[Entry] = []
-        async for page in self._pages(agent_id, SNAPSHOT_FIELDS):
+        async for page in self._agent_pages(agent_id, SNAPSHOT_FIELDS, owner, wanted):
             for point_id, payload in page:
                 try:
                     name = payload["name"]
@@ -223,14 +244,17 @@ class FlowStore(abc.ABC):
                         continue
                 except (KeyError, TypeError):  # not a flowreg point
                     continue
+                if owner is not None and payload.get("owner") != owner and name not in wanted:
+                    continue
                 if name in first:
                     more.append((point_id, payload))
                 else:
                     first[name] = (point_id, payload)
         return Snapshot(agent_id, first, more)
 
-    async def _deep_snapshot(self, agent_id: str) -> AsyncIterator[StoredPoint]:
-        async for record_id, payload in self._flows(agent_id):
+    async def _deep_snapshot(self, agent_id: str, owner: str | None,
+                             wanted: frozenset[str]) -> AsyncIterator[StoredPoint]:
+        async for record_id, payload in self._flows(agent_id, owner, wanted):
             try:
                 stored = flow_of(payload)
                 checksum, text_checksum = stored.content_checksum, stored.text_checksum
@@ -288,7 +312,7 @@ class FlowStore(abc.ABC):
         """Delete every point ``owner`` holds for ``agent_id``; returns how many there were."""
         if not await self.collection_exists():
             return 0
-        ids = [p.id for p in await self.snapshot(agent_id) if p.owner == owner]
+        ids = [p.id for p in await self.snapshot(agent_id, owner=owner) if p.owner == owner]
         for chunk in chunks(ids, self.page_size):
             await self.write([], chunk)
         return len(ids)
@@ -297,7 +321,7 @@ class FlowStore(abc.ABC):
         """Points in the collection (all agents)."""
         if not await self.collection_exists():
             return 0
-        return int(await self._call("count", self._count()))
+        return int(await self._call("count", self._count(None)))
 
     async def search(self, agent_id: str, vector: Sequence[float],
                      limit: int = 5) -> list[ScoredFlow]:
@@ -307,16 +331,38 @@ class FlowStore(abc.ABC):
         found = await self._call("search", self._search(agent_id, vector, limit))
         return [hit for hit in found if hit.payload.get("agent_id") == agent_id]
 
-    async def _flows(self, agent_id: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Id and payload (with the content) of every flow point of ``agent_id``."""
-        async for page in self._pages(agent_id, SNAPSHOT_FIELDS + CONTENT_FIELDS):
+    async def _flows(self, agent_id: str, owner: str | None = None,
+                     wanted: frozenset[str] = frozenset(),
+                     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Id and payload (with the content) of every flow point of ``agent_id`` (scoped to
+        ``owner`` and ``wanted`` as ``snapshot`` is)."""
+        async for page in self._agent_pages(agent_id, SNAPSHOT_FIELDS + CONTENT_FIELDS, owner,
+                                            wanted):
             for point_id, payload in page:
-                if payload.get("agent_id") == agent_id and isinstance(payload.get("name"), str):
+                name = payload.get("name")
+                if payload.get("agent_id") == agent_id and isinstance(name, str) and (
+                        owner is None or payload.get("owner") == owner or name in wanted):
                     yield point_id, payload
 
-    async def _pages(self, agent_id: str, fields: list[str]) -> AsyncIterator[Page]:
-        """Counted pages of the points of ``agent_id`` (maybe of other agents too)."""
-        pages = self._scroll(agent_id if self.scroll_filters_by_agent else None, fields)
+    async def _agent_pages(self, agent_id: str, fields: list[str], owner: str | None,
+                           wanted: frozenset[str]) -> AsyncIterator[Page]:
+        """Pages holding at least the points ``snapshot`` reads (maybe others too)."""
+        if not self.scroll_filters_by_agent:
+            scopes = [Scope(None)]
+        elif owner is None:
+            scopes = [Scope(agent_id)]
+        else:
+            scopes = [Scope(agent_id, owner)]
+            others = Scope(agent_id, owner, others=True)
+            if wanted and await self._call("count", self._count(others)):
+                scopes.append(replace(others, names=tuple(wanted)))
+        for scope in scopes:
+            async for page in self._pages(scope, fields):
+                yield page
+
+    async def _pages(self, scope: Scope, fields: list[str]) -> AsyncIterator[Page]:
+        """Counted pages of the points in ``scope``."""
+        pages = self._scroll(scope, fields)
         while True:
             try:
                 page = await pages.__anext__()
@@ -325,6 +371,7 @@ class FlowStore(abc.ABC):
             except Exception as exc:
                 self._raise_mapped(exc)
             self.stats.calls["scroll"] += 1
+            self.stats.points_read += len(page)
             yield page
 
     async def _call(self, name: str, call: Awaitable[T]) -> T:

@@ -21,6 +21,7 @@ from flowreg.store.base import (
     FlowStore,
     Page,
     PointWrite,
+    Scope,
     ScoredFlow,
     describe,
     in_use,
@@ -99,9 +100,8 @@ class ClientStore(FlowStore):
                 "with one unnamed vector per point (use another collection)")
         return int(vectors.size)
 
-    async def _scroll(self, agent_id: str | None, fields: list[str]) -> AsyncIterator[Page]:
-        scroll_filter = None if agent_id is None else models.Filter(must=[
-            models.FieldCondition(key="agent_id", match=models.MatchValue(value=agent_id))])
+    async def _scroll(self, scope: Scope, fields: list[str]) -> AsyncIterator[Page]:
+        scroll_filter = _filter(scope)
         offset: Any = None
         while True:
             records, offset = await self.client.scroll(
@@ -142,16 +142,16 @@ class ClientStore(FlowStore):
             await self.client.batch_update_points(self.collection, update_operations=ops,
                                                   wait=True)
 
-    async def _count(self) -> int:
-        result = await self.client.count(self.collection, exact=True)
+    async def _count(self, scope: Scope | None = None) -> int:
+        result = await self.client.count(self.collection, exact=True,
+                                         count_filter=None if scope is None else _filter(scope))
         return int(result.count)
 
     async def _search(self, agent_id: str, vector: Sequence[float],
                       limit: int) -> list[ScoredFlow]:
         response = await self.client.query_points(
             self.collection, query=list(vector), limit=limit, with_payload=True,
-            query_filter=models.Filter(must=[
-                models.FieldCondition(key="agent_id", match=models.MatchValue(value=agent_id))]))
+            query_filter=_filter(Scope(agent_id)))
         return [ScoredFlow(str(p.id), float(p.score), p.payload or {}) for p in response.points]
 
     def _map_error(self, exc: Exception) -> FlowregError | None:
@@ -159,6 +159,23 @@ class ClientStore(FlowStore):
             where = self.location or "the configured URL"
             return StoreUnavailable(f"Qdrant at {where} is unavailable: {describe(exc)}")
         return None
+
+
+def _filter(scope: Scope) -> models.Filter | None:
+    """The filter selecting the points in ``scope``."""
+    must: list[models.Condition] = []
+    must_not: list[models.Condition] = []
+    if scope.agent_id is not None:
+        must.append(models.FieldCondition(key="agent_id",
+                                          match=models.MatchValue(value=scope.agent_id)))
+    if scope.owner is not None:
+        owned = models.FieldCondition(key="owner", match=models.MatchValue(value=scope.owner))
+        (must_not if scope.others else must).append(owned)
+    if scope.names is not None:
+        must.append(models.FieldCondition(key="name", match=models.MatchAny(any=list(scope.names))))
+    if not must and not must_not:
+        return None
+    return models.Filter(must=must or None, must_not=must_not or None)
 
 
 def _point(point_id: str, vector: list[float] | None,

@@ -27,6 +27,7 @@ from flowreg.store.base import (
     FlowStore,
     Page,
     PointWrite,
+    Scope,
     ScoredFlow,
     describe,
     in_use,
@@ -129,9 +130,9 @@ class EdgeStore(FlowStore):
             raise StoreIncompatible(
                 f"cannot read the vector layout of the Edge shard {self.path}: {exc}") from None
 
-    async def _scroll(self, agent_id: str | None, fields: list[str]) -> AsyncIterator[Page]:
+    async def _scroll(self, scope: Scope, fields: list[str]) -> AsyncIterator[Page]:
         q = self._q
-        where = None if agent_id is None else self._agent_filter(agent_id)
+        where = self._filter(scope)
         offset: Any = None
         while True:
             records, offset = self._shard.scroll(q.ScrollRequest(
@@ -170,20 +171,31 @@ class EdgeStore(FlowStore):
         if deletes:
             self._shard.update(q.UpdateOperation.delete_points(list(deletes)))
 
-    async def _count(self) -> int:
-        return int(self._shard.count(self._q.CountRequest(exact=True)))
+    async def _count(self, scope: Scope | None = None) -> int:
+        where = None if scope is None else self._filter(scope)
+        return int(self._shard.count(self._q.CountRequest(filter=where, exact=True)))
 
     async def _search(self, agent_id: str, vector: Sequence[float],
                       limit: int) -> list[ScoredFlow]:
         q = self._q
         hits = self._shard.search(q.SearchRequest(
-            query=q.Query.Nearest(list(vector)), filter=self._agent_filter(agent_id),
+            query=q.Query.Nearest(list(vector)), filter=self._filter(Scope(agent_id)),
             limit=limit, with_payload=True, with_vector=False))
         return [ScoredFlow(str(h.id), float(h.score), unpack(h.payload or {})) for h in hits]
 
-    def _agent_filter(self, agent_id: str) -> Any:
+    def _filter(self, scope: Scope) -> Any:
         q = self._q
-        return q.Filter(must=[q.FieldCondition(key="agent_id", match=q.MatchValue(agent_id))])
+        must, must_not = [], []
+        if scope.agent_id is not None:
+            must.append(q.FieldCondition(key="agent_id", match=q.MatchValue(scope.agent_id)))
+        if scope.owner is not None:
+            owned = q.FieldCondition(key="owner", match=q.MatchValue(scope.owner))
+            (must_not if scope.others else must).append(owned)
+        if scope.names is not None:
+            must.append(q.FieldCondition(key="name", match=q.MatchAny(list(scope.names))))
+        if not must and not must_not:
+            return None
+        return q.Filter(must=must or None, must_not=must_not or None)
 
     def _map_error(self, exc: Exception) -> FlowregError | None:
         if type(exc) is Exception:  # Edge raises bare exceptions
