@@ -1,21 +1,39 @@
-# The flowreg operator image. Build: docker build -t flowreg:0.1.0 .
-# Stage 1 builds a wheel; the final stage installs it with no build tools and runs as non-root.
-FROM python:3.12-slim AS build
+# The flowreg operator image.
+#   docker build -t flowreg:0.1.0 .                       (base: python:3.12-slim)
+#   podman build --build-arg BASE_IMAGE=my/python:3.11 .  (any Debian-like base with python3 -m venv)
+# Everything installed comes from the locks in hack/image/ (exact versions, hashes checked,
+# wheels only), so a rebuild installs the same bytes. The final stage holds the base and one
+# virtualenv: no pip, no build backend, no compiler; it runs as UID 10001 on a read-only root.
+ARG BASE_IMAGE=python:3.12-slim
+
+FROM ${BASE_IMAGE} AS build
+# Set only where the package index is reached through a private CA (a bundle mounted into the build).
+ARG PIP_CERT
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ONLY_BINARY=:all:
 WORKDIR /src
-RUN pip install --no-cache-dir build==1.2.2
+COPY hack/image/requirements.txt hack/image/build-requirements.txt ./
+RUN python3 -m venv /opt/backend \
+    && /opt/backend/bin/pip install --require-hashes -r build-requirements.txt \
+    && python3 -m venv /opt/flowreg \
+    && /opt/flowreg/bin/pip install --require-hashes -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY crds/ crds/
-RUN python -m build --wheel --outdir /wheels
+RUN /opt/backend/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && /opt/flowreg/bin/pip install --no-deps /wheels/flowreg-*.whl \
+    && /opt/flowreg/bin/pip uninstall --yes pip setuptools \
+    && find /opt/flowreg -depth -type d -name tests -path '*/site-packages/numpy/*' -exec rm -rf {} + \
+    && /opt/flowreg/bin/flowreg --version \
+    && /opt/flowreg/bin/python -c "import qdrant_client, qdrant_edge, kopf, flowreg.controller.handlers"
 
-FROM python:3.12-slim
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir "$(ls /wheels/flowreg-*.whl)[operator]" \
-    && rm -rf /wheels \
-    && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin flowreg
+FROM ${BASE_IMAGE}
+ENV PATH=/opt/flowreg/bin:$PATH \
+    HOME=/tmp \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+COPY --from=build /opt/flowreg /opt/flowreg
 USER 10001:10001
 EXPOSE 8080 8081
 ENTRYPOINT ["flowreg"]

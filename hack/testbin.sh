@@ -2,6 +2,8 @@
 # Builds the binaries of the test control plane from Go modules, into a cache outside the repo:
 #   kube-apiserver, kubectl  k8s.io/kubernetes (wrapper module hack/testbin, staging modules
 #                            replaced by their published releases)
+#   kube-controller-manager, kube-scheduler, kubelet
+#                            the same module: a single node for the chart's pod (tests/e2e/node)
 #   etcd                     go.etcd.io/etcd/server/v3 at the version kube-apiserver's client uses
 #   helm                     helm.sh/helm/v3 (go install works: no replace directives)
 # Skips what is already built. Progress goes to stderr; the last line of stdout is the directory.
@@ -39,6 +41,11 @@ build() {  # name package
 build etcd ./etcd
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build kubectl k8s.io/kubernetes/cmd/kubectl
+if [ "${FLOWREG_SKIP_NODE:-}" != 1 ]; then
+  build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+  build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+  build kubelet k8s.io/kubernetes/cmd/kubelet
+fi
 if [ ! -x "$dir/helm" ]; then
   started=$SECONDS
   echo "testbin: building helm $HELM_VERSION..." >&2

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.support.qdrant_server import stop_session_server
+from tests.support.skips import LOUD
 from tests.support.stores import backends, drop, open_backend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +76,10 @@ def _stop_qdrant_server_at_the_end() -> Any:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return "store backends: " + ", ".join(backends())
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if LOUD:
+        terminalreporter.section("NOT TESTED ON THIS MACHINE", sep="!", red=True, bold=True)
+        for reason in LOUD:
+            terminalreporter.line(reason, red=True, bold=True)

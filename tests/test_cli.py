@@ -199,3 +199,15 @@ def test_manifest_from_standard_input():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "-: FlowRegistry default/finance-bot" in result.stdout
+
+
+def test_version_is_the_packages():
+    import tomllib
+
+    from flowreg import __version__
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert __version__ == declared["project"]["version"]
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"flowreg {__version__}"

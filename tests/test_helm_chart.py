@@ -128,6 +128,9 @@ def test_deployment_meets_the_restricted_pod_security_profile(helm, values):
         assert not any(p.get("hostPort") for p in container.get("ports", []))
         assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/flowreg", "/tmp"}
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        # The peering identity comes from the pod, not from a passwd entry UID 10001 lacks.
+        env = {e["name"]: e for e in container["env"]}
+        assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 EXPECTED_RULES = {

@@ -38,6 +38,9 @@ class RecordingSink:
     async def event(self, body, type_, reason, message):
         self.events.append((type_, reason, message))
 
+    async def close(self):
+        pass
+
 
 def body_of(flows, generation=1, **spec) -> dict[str, Any]:
     doc = registry_doc(flows, name="reg", namespace="team-a", **spec)
@@ -265,3 +268,19 @@ async def test_a_sync_queued_behind_another_keeps_the_report_of_the_one_that_wro
     reports = [p["lastSync"] for p in reconciler.sink.patches if p.get("lastSync")]
     assert [r["created"] for r in reports] == [50]  # written once, by the sync that created
     assert engine.embedder.texts == 50
+
+
+async def test_an_unexpected_error_is_said_in_status_and_retried(reconciler, monkeypatch,
+                                                                  caplog):
+    async def broken(store):
+        raise ImportError("libstdc++.so.6: cannot open shared object file")
+
+    monkeypatch.setattr(reconciler, "engine", broken)
+    body = body_of(make_flows(2))
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.reason == "InternalError" and outcome.reconciling and not outcome.ready
+    types = {c["type"]: c["status"] for c in body["status"]["conditions"]}
+    assert types == {"Ready": "False", "Reconciling": "True"}
+    assert "ImportError: libstdc++.so.6" in ready(body)["message"]
+    assert "Traceback" in caplog.text  # the whole story is in the operator's log
+    assert reconciler._checked["uid-1"].transient  # retried with backoff, not at the interval

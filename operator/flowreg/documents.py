@@ -248,6 +248,12 @@ class _Builder:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
+            if "nesting depth" in (exc.problem or "") and getattr(self, "stack", None):
+                # libyaml's own depth limit, met while it scans ahead of the events that
+                # would reach ours: the same refusal, at the field where the nesting starts.
+                raise InvalidSpec([*self.problems, Problem(
+                    f"nested deeper than {MAX_DEPTH} levels", source=self.source, line=line,
+                    field=_dotted(self._path_of_next()) or None)]) from None
             what = " ".join(p for p in (exc.context, exc.problem) if p)
             raise InvalidSpec(Problem(f"malformed YAML: {what}", source=self.source,
                                       line=line)) from None

@@ -23,6 +23,8 @@ from tests.kube.controlplane import (
     missing_binaries,
     service_account_token,
 )
+from tests.support.images import Image, build, missing_tools
+from tests.support.skips import loud_skip
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -127,3 +129,14 @@ def namespace(namespace_factory: Callable[[str], str]) -> str:
 def crd_installed(kube_api: client.ApiClient, apply_manifest: Callable[..., Any]) -> None:
     """The FlowRegistry CRD, installed and Established."""
     apply_manifest(Path(__file__).resolve().parents[2] / "crds" / "flowregistry.yaml")
+
+
+@pytest.fixture(scope="session")
+def operator_image() -> Image:
+    """The operator image built from the Dockerfile (cached by content; see hack/image.sh)."""
+    why = missing_tools()
+    if why:
+        loud_skip(f"the operator image and the node: {why}")
+    image = build("flowreg")
+    print(f"\nimage {image.ref} ready in {image.build_seconds:.1f} s")
+    return image

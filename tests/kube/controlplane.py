@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[2]
 BINARIES = ("etcd", "kube-apiserver", "kubectl", "helm")
 IDLE_STARTUP_SECONDS = 4.0
 """How long a control plane takes to start on an idle 2-core machine (3.4 s measured)."""
+SERVICE_IP = "10.0.0.1"
+"""The ``kubernetes`` Service's cluster IP (first of ``--service-cluster-ip-range``)."""
 FIRST_START_TIMEOUT = 120.0
 """Deadline of the first start, before anything was measured: only a guard against a hang."""
 _startups: list[float] = []
@@ -119,8 +121,9 @@ def _cert(subject: x509.Name, key: rsa.RSAPrivateKey, issuer: x509.Name,
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_certificates(directory: Path) -> Certificates:
-    """A CA, a serving certificate for 127.0.0.1, an admin client cert, and SA keys."""
+def make_certificates(directory: Path, address: str = "127.0.0.1") -> Certificates:
+    """A CA, a serving certificate (127.0.0.1, ``address``, the service IP 10.0.0.1), an admin
+    client cert, and SA keys."""
     directory.mkdir(parents=True, exist_ok=True)
 
     def name(cn: str, org: str | None = None) -> x509.Name:
@@ -139,9 +142,9 @@ def make_certificates(directory: Path) -> Certificates:
     ca_cert = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
     pem = serialization.Encoding.PEM
     serving_key = _key()
-    sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
-            x509.DNSName("kubernetes.default.svc"), x509.IPAddress(ipaddress.ip_address(
-                "10.0.0.1"))]
+    ips = dict.fromkeys(["127.0.0.1", address, SERVICE_IP])
+    sans = [x509.DNSName("localhost"), x509.DNSName("kubernetes.default.svc"),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)]
     serving = _cert(name("kube-apiserver"), serving_key, ca_name, ca_key, ca=False, sans=sans)
     admin_key = _key()
     admin = _cert(name("admin", "system:masters"), admin_key, ca_name, ca_key, ca=False,
@@ -162,9 +165,16 @@ def make_certificates(directory: Path) -> Certificates:
 
 @dataclass
 class ControlPlane:
-    """etcd + kube-apiserver on loopback, with an admin kubeconfig."""
+    """etcd + kube-apiserver, with an admin kubeconfig.
+
+    By default the apiserver listens on loopback and runs no pods (no ServiceAccount admission).
+    For a node (tests/kube/node.py), ``address`` is a host-only bridge's address that pods can
+    reach, and ``pods`` turns ServiceAccount admission on (pods get their token volumes).
+    """
 
     bin_dir: Path
+    address: str = "127.0.0.1"
+    pods: bool = False
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flowreg-cp-")))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     server: str = ""
@@ -174,6 +184,11 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self.work_dir / "kubeconfig"
+
+    @property
+    def port(self) -> int:
+        """The apiserver's port."""
+        return int(self.server.rsplit(":", 1)[1])
 
     @property
     def kubectl(self) -> Path:
@@ -198,7 +213,7 @@ class ControlPlane:
             raise FileNotFoundError(
                 f"missing {', '.join(missing)} in {self.bin_dir}: run `bash hack/testbin.sh`")
         try:
-            self.certs = make_certificates(self.work_dir / "pki")
+            self.certs = make_certificates(self.work_dir / "pki", self.address)
             client_port, peer_port = free_port(), free_port()
             etcd_url = f"http://127.0.0.1:{client_port}"
             self._spawn("etcd", [
@@ -210,12 +225,12 @@ class ControlPlane:
                 "--initial-cluster", f"default=http://127.0.0.1:{peer_port}",
                 "--unsafe-no-fsync", "--log-level", "warn"])
             port = free_port()
-            self.server = f"https://127.0.0.1:{port}"
+            self.server = f"https://{self.address}:{port}"
             certs = self.certs
             self._spawn("kube-apiserver", [
                 str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}", f"--advertise-address={self.address}",
                 f"--secure-port={port}",
                 f"--tls-cert-file={certs.serving_cert}",
                 f"--tls-private-key-file={certs.serving_key}",
@@ -225,7 +240,10 @@ class ControlPlane:
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={certs.sa_public}",
                 f"--service-account-signing-key-file={certs.sa_private}",
-                "--disable-admission-plugins=ServiceAccount",
+                *(["--kubelet-preferred-address-types=InternalIP",
+                   f"--kubelet-client-certificate={certs.admin_cert}",
+                   f"--kubelet-client-key={certs.admin_key}"] if self.pods
+                  else ["--disable-admission-plugins=ServiceAccount"]),
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
                 f"--cert-dir={self.work_dir / 'cert-dir'}",

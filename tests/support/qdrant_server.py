@@ -45,9 +45,11 @@ class Endpoint:
 
 
 class QdrantServer:
-    """One Qdrant server process with its own storage, on 127.0.0.1."""
+    """One Qdrant server process with its own storage, on ``host`` (127.0.0.1 by default)."""
 
-    def __init__(self, binary: Path, storage: Path | None = None) -> None:
+    def __init__(self, binary: Path, storage: Path | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host
         self.binary = binary
         self.work = Path(tempfile.mkdtemp(prefix="flowreg-qdrant-"))
         self.storage = storage or self.work / "storage"
@@ -57,11 +59,11 @@ class QdrantServer:
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(f"http://127.0.0.1:{self.http_port}", self.api_key, self.grpc_port)
+        return Endpoint(f"http://{self.host}:{self.http_port}", self.api_key, self.grpc_port)
 
     def start(self, timeout: float = STARTUP_BUDGET) -> QdrantServer:
         env = {**os.environ,
-               "QDRANT__SERVICE__HOST": "127.0.0.1",
+               "QDRANT__SERVICE__HOST": self.host,
                "QDRANT__SERVICE__HTTP_PORT": str(self.http_port),
                "QDRANT__SERVICE__GRPC_PORT": str(self.grpc_port),
                "QDRANT__SERVICE__API_KEY": self.api_key,
@@ -80,7 +82,7 @@ class QdrantServer:
     def _wait_ready(self, timeout: float) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        url = f"http://{self.host}:{self.http_port}/readyz"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"qdrant exited with {self.proc.returncode}: {self.log()}")

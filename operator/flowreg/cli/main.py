@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flowreg.errors import ConflictError, ExitCode, FlowregError, InvalidSpec, Problem
+from flowreg.version import __version__
 
 if TYPE_CHECKING:
     from flowreg.embed.base import Embedder
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid input, "
                "4 store unavailable, 5 refused by a safety guard, 6 conflict, "
                "7 embedder unavailable.")
+    parser.add_argument("--version", action="version", version=f"flowreg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def files(p: argparse.ArgumentParser) -> None:

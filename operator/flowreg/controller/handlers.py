@@ -25,7 +25,7 @@ import kopf
 from flowreg.checksum import sha256_of
 from flowreg.controller import runtime
 from flowreg.controller.config import load_config
-from flowreg.controller.kube import KubeSink
+from flowreg.controller.kube import KubeSink, login
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.reconcile import Reconciler
 from flowreg.errors import FlowregError
@@ -45,6 +45,12 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         if isinstance(spec, dict) and "flows" in spec:
             spec["flowsDigest"] = sha256_of(spec.pop("flows"))
         return essence  # type: ignore[no-any-return]
+
+
+@kopf.on.login()
+def authenticate(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """kopf logs in as the status writer does (no Kubernetes client library needed)."""
+    return login(settings)
 
 
 @kopf.on.startup()

@@ -1,54 +1,91 @@
-"""The Kubernetes side of the ``Sink``: status patches and Events for a FlowRegistry."""
+"""The operator's identity towards the API server, and the Kubernetes side of the ``Sink``.
+
+One login serves kopf and the status writer alike: the pod's ServiceAccount when in a cluster,
+else the kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``), both read by kopf's own public
+login helpers. The status writer speaks plain HTTPS (httpx), so the image carries no Kubernetes
+client library; a 401 re-reads the credentials once (ServiceAccount tokens are rotated on disk).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import kopf
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from flowreg.schema import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("flowreg.controller")
+STATUS_TIMEOUT = 30.0
+"""Seconds a status patch may take before it fails (and the reconcile is retried)."""
 
 
-def api_client() -> client.ApiClient:
-    """An API client with the operator's identity: in-cluster, else from ``$KUBECONFIG``."""
-    try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException:
-        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or None)
+def login(settings: kopf.OperatorSettings | None = None) -> kopf.ConnectionInfo:
+    """The operator's credentials: in-cluster ServiceAccount first, then the kubeconfig.
+
+    In a pod the API server is addressed as client-go addresses it, by
+    ``$KUBERNETES_SERVICE_HOST``/``PORT`` (the kubelet sets them), so the operator needs no
+    cluster DNS; kopf's helper alone would use the name ``kubernetes.default.svc``.
+    """
+    settings = settings or kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings)
+    host, port = (os.environ.get(f"KUBERNETES_SERVICE_{k}") for k in ("HOST", "PORT"))
+    if info is not None and host and port:
+        host = f"[{host}]" if ":" in host else host
+        info = dataclasses.replace(info, server=f"https://{host}:{port}")
+    info = info or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no credentials: not in a pod with a ServiceAccount token, "
+                              "and no kubeconfig ($KUBECONFIG or ~/.kube/config)")
+    return info
 
 
 class KubeSink:
     """Writes status through the ``/status`` subresource (merge patch) and posts Events."""
 
-    def __init__(self, api: client.ApiClient | None = None) -> None:
-        self._api = api
+    def __init__(self, credentials: Callable[[], kopf.ConnectionInfo] = login) -> None:
+        self._credentials = credentials
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the client's (one per loop)
+
+    def _connect(self) -> httpx.AsyncClient:
+        info = self._credentials()
+        if not info.server:
+            raise kopf.LoginError("the credentials name no API server")
+        return httpx.AsyncClient(base_url=info.server.rstrip("/"), verify=info.as_ssl_context(),
+                                 headers=info.as_http_headers(), timeout=STATUS_TIMEOUT)
 
     async def patch_status(self, body: Mapping[str, Any], status: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
-        if self._api is None:
-            self._api = api_client()
-        api = client.CustomObjectsApi(self._api)
-        call = functools.partial(
-            api.patch_namespaced_custom_object_status, GROUP, VERSION, meta["namespace"],
-            PLURAL, meta["name"], {"status": status})
-        try:
-            await asyncio.to_thread(call)
-        except ApiException as exc:
-            if exc.status == 404:
+        ns, name = quote(meta["namespace"], safe=""), quote(meta["name"], safe="")
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name}/status"
+        for attempt in range(2):
+            loop = asyncio.get_running_loop()
+            if self._client is None or self._loop is not loop:
+                self._client, self._loop = self._connect(), loop
+            response = await self._client.patch(
+                path, json={"status": status},
+                headers={"Content-Type": "application/merge-patch+json"})
+            if response.status_code == 401 and attempt == 0:
+                await self.close()  # rotated token: log in again, once
+                continue
+            if response.status_code == 404:
                 log.info("%s/%s is gone; status not written", meta["namespace"], meta["name"])
                 return
-            raise
+            response.raise_for_status()
+            return
 
     async def event(self, body: Mapping[str, Any], type_: str, reason: str,
                     message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1000])
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

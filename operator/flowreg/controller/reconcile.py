@@ -43,6 +43,9 @@ class Sink(Protocol):
     async def event(self, body: Mapping[str, Any], type_: str, reason: str,
                     message: str) -> None: ...
 
+    async def close(self) -> None:
+        """Release connections; the sink may be used again afterwards."""
+
 
 @dataclass
 class _Checked:
@@ -81,6 +84,7 @@ class Reconciler:
             await engine.store.close()
             await engine.embedder.aclose()
         self.engines.clear()
+        await self.sink.close()
 
     def due(self, body: Mapping[str, Any]) -> bool:
         """Whether a drift check (or a retry after a transient failure) is due for ``body``."""
@@ -200,6 +204,12 @@ class Reconciler:
                 str(p) for p in exc.problems[:10])
             return Outcome(False, exc.reason, message, reconciling=transient,
                            stalled=not transient), None, transient
+        except Exception as exc:  # a defect or a broken install: said in status, retried
+            log.exception("internal error reconciling %s/%s", meta.get("namespace"),
+                          meta.get("name"))
+            message = f"internal error ({type(exc).__name__}: {exc}"[:500].strip() + \
+                "); see the operator's log"
+            return Outcome(False, "InternalError", message, reconciling=True), None, True
         count = len(decl.registry.flows)
         if report.conflicts:
             owners = ", ".join(f"{c['flow']} (owned by {c['owner']})"

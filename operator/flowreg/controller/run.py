@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
+import secrets
+import socket
 import time
 from collections.abc import Sequence
 
@@ -41,6 +44,20 @@ def start_priority() -> int:
     practice, and a replica that restarts never preempts the one that took over meanwhile.
     """
     return -time.time_ns() // 1000
+
+
+def operator_identity() -> str:
+    """This replica's name among peers: ``$POD_ID`` (the chart sets the pod's name), else
+    ``user@host/<random>``, where a UID with no passwd entry (a container run as an arbitrary
+    UID) is named ``uid<N>``. kopf's own default fails for such a UID."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}/{secrets.token_hex(3)}"
 
 
 class StandbyWatch(logging.Filter):
@@ -99,6 +116,7 @@ def run(*, config_path: str | None, namespaces: Sequence[str], all_namespaces: b
         standalone=peering is None,
         peering_name=peering,
         priority=start_priority(),
+        identity=operator_identity(),  # type: ignore[arg-type]  # kopf: NewType("Identity", str)
         clusterwide=all_namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness,

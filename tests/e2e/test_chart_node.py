@@ -1,0 +1,165 @@
+"""What a user does: ``helm install`` the chart on a real node, apply the examples, wait.
+
+The node is real (tests/kube/node.py): the chart's Deployment becomes a pod that the scheduler
+places and the kubelet runs in containerd, from the image built by the Dockerfile, under the
+restricted Pod Security profile, its probes answered by the operator. The store is the Qdrant
+server the suite builds (an embedded store on the pod's emptyDir where no server is built).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kube.controlplane import find_testbin, scaled
+from tests.kube.node import NodeCluster, missing, run
+from tests.support.images import Image, build
+from tests.support.qdrant_server import QdrantServer, server_binary
+from tests.support.skips import loud_skip
+from tests.support.stores import points_held
+
+REPO = Path(__file__).resolve().parents[2]
+RELEASE, NAMESPACE = "flowreg", "flowreg-system"
+POD_READY_TARGET = 60.0
+"""Seconds from `helm install` to a Ready operator pod on a warm cache (the issue's target)."""
+
+
+@pytest.fixture(scope="module")
+def node(operator_image: Image) -> Iterator[NodeCluster]:
+    bin_dir = find_testbin()
+    why = missing(bin_dir)
+    if why:
+        loud_skip(f"the chart on a real node: {why}")
+    pause = build("pause")
+    cluster = NodeCluster(bin_dir, images=[pause.tar, operator_image.tar],
+                          sandbox_image=pause.ref).start()
+    print(f"\nnode Ready in {cluster.timings['start']:.1f} s (control plane, containerd, "
+          "image import, kubelet)")
+    try:
+        yield cluster
+    finally:
+        assert cluster.bridge is not None
+        bridge, work, tag = cluster.bridge.name, cluster.work_dir, cluster.tag
+        pids = [p.pid for p in cluster.processes.values()]
+        cluster.stop()
+        # Nothing is left behind: no bridge, NAT rule, mount, directory or process.
+        assert run("ip", "link", "show", bridge, check=False).returncode != 0
+        assert f"flowreg-test-{tag}" not in run("iptables", "-t", "nat", "-S").stdout
+        assert str(work) not in Path("/proc/self/mountinfo").read_text()
+        assert not work.exists()
+        assert not [pid for pid in pids if _running(pid)]
+        assert not operator_pids()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def store(node: NodeCluster) -> Iterator[tuple[str, str | None]]:
+    """(location, API key) the pod uses: a Qdrant server on the bridge, else the emptyDir."""
+    binary = server_binary()
+    if binary is None:
+        yield "/tmp/flowreg-store", None
+        return
+    assert node.bridge is not None
+    server = QdrantServer(binary, host=node.bridge.gateway).start()
+    try:
+        yield server.endpoint.url, server.api_key
+    finally:
+        server.stop()
+        server.remove()
+
+
+def helm(node: NodeCluster, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    assert node.plane is not None
+    return run(str(node.plane.helm), f"--kubeconfig={node.kubeconfig}", *args,
+               timeout=scaled(timeout))
+
+
+def operator_pids() -> list[int]:
+    """Host PIDs of `flowreg run` processes (containers share the host's PID view)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"/flowreg") for a in argv[:2]) and b"run" in argv:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_helm_install_runs_the_operator_and_syncs_the_examples(
+        node: NodeCluster, operator_image: Image, store: tuple[str, str | None]):
+    location, api_key = store
+    repository, tag = operator_image.ref.rsplit(":", 1)
+    for namespace in (NAMESPACE, "default"):
+        if namespace != "default":
+            node.kubectl("create", "namespace", namespace)
+        node.kubectl("label", "--overwrite", "namespace", namespace,
+                     "pod-security.kubernetes.io/enforce=restricted")
+    values = [f"--set=image.repository={repository}", f"--set=image.tag={tag}",
+              f"--set=stores.default.location={location}"]
+    if api_key:
+        node.kubectl("-n", NAMESPACE, "create", "secret", "generic", "qdrant-api-key",
+                     f"--from-literal=api-key={api_key}")
+        values += ["--set=stores.default.apiKey.existingSecret=qdrant-api-key",
+                   "--set=stores.default.apiKey.key=api-key"]
+
+    started = time.monotonic()
+    helm(node, "install", RELEASE, str(REPO / "helm" / "flowreg"), "-n", NAMESPACE, *values)
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+    waited = node.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", "pod", "-l",
+                          selector, f"--timeout={scaled(90):.0f}s", check=False,
+                          timeout=scaled(200))
+    ready_after = time.monotonic() - started
+    assert waited.returncode == 0, (
+        waited.stderr + node.kubectl("-n", NAMESPACE, "describe", "pods").stdout
+        + node.container_logs() + node.log("kubelet"))
+    print(f"\noperator pod Ready {ready_after:.1f} s after helm install "
+          f"(target {POD_READY_TARGET:.0f} s)")
+
+    pod = json.loads(node.kubectl("-n", NAMESPACE, "get", "pods", "-l", selector,
+                                  "-o", "json").stdout)["items"][0]
+    assert pod["spec"]["nodeName"] == "flowreg-node"
+    assert pod["status"]["containerStatuses"][0]["image"].endswith(operator_image.ref
+                                                                   .split("/", 1)[1])
+    # The pod has no route off the machine: its subnet and the Service range only.
+    pids = operator_pids()
+    assert pids, "the operator process is not visible on the host"
+    routes = run("nsenter", f"--net=/proc/{pids[0]}/ns/net", "ip", "-4", "route").stdout
+    assert "default" not in routes and "10.0.0.0/24" in routes, routes
+
+    node.kubectl("apply", "-f", str(REPO / "examples"))
+    waited = node.kubectl("wait", "--for=condition=Ready", "flowregistry/finance-bot",
+                          f"--timeout={scaled(120):.0f}s", check=False, timeout=scaled(140))
+    logs = node.kubectl("-n", NAMESPACE, "logs", "-l", selector, "--tail=50", check=False)
+    assert waited.returncode == 0, (waited.stderr + logs.stdout + logs.stderr
+                                    + node.container_logs())
+    status = json.loads(node.kubectl("get", "flowregistry", "finance-bot", "-o",
+                                     "json").stdout)["status"]
+    assert status["lastSync"]["created"] == 6, status
+    if api_key:  # the flows are in the server, as the pod wrote them
+        held, _ = points_held(location, "finance_bot_v1", api_key)
+        assert held == 6
+
+    # helm uninstall leaves no operator pod and no operator process.
+    node.kubectl("delete", "-f", str(REPO / "examples"), f"--timeout={scaled(60):.0f}s")
+    helm(node, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", f"--timeout={scaled(60):.0f}s")
+    deadline = time.monotonic() + scaled(60)
+    while True:
+        left = node.kubectl("-n", NAMESPACE, "get", "pods", "-o", "name").stdout.split()
+        if not left and not operator_pids():
+            break
+        assert time.monotonic() < deadline, f"left after uninstall: {left} {operator_pids()}"
+        time.sleep(0.5)
