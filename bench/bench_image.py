@@ -59,6 +59,11 @@ def pod_ready_seconds(node: NodeCluster, image_ref: str) -> float:
                  "app.kubernetes.io/instance=flowreg", "--timeout=300s", timeout=320)
     seconds = time.monotonic() - started
     run(*helm, "uninstall", "flowreg", "-n", "flowreg-system", "--wait", timeout=120)
+    deadline = time.monotonic() + 120  # the pods go after their Deployment: wait for them
+    while node.kubectl("-n", "flowreg-system", "get", "pods", "-o", "name").stdout.strip():
+        if time.monotonic() > deadline:
+            raise SystemExit("the operator pod outlived helm uninstall by 120 s")
+        time.sleep(0.5)
     return seconds
 
 

@@ -70,7 +70,8 @@ done
 
 # The base: what a pod needs to run CPython, and nothing to build with.
 base_packages=python3,python3-venv,ca-certificates,libstdc++6  # libstdc++: numpy, grpcio
-base_key="$(printf '%s %s %s' "$SUITE" "$base_packages" "$(sha256sum < "$0")" | sha256sum | cut -c1-12)"
+BASE_RECIPE=1  # bump when the mmdebstrap command below changes
+base_key="$(printf '%s %s %s' "$SUITE" "$base_packages" "$BASE_RECIPE" | sha256sum | cut -c1-12)"
 base_image="localhost/flowreg-base:$SUITE-$base_key"
 if ! podman image exists "$base_image"; then
   started=$SECONDS
@@ -87,6 +88,9 @@ if ! podman image exists "$base_image"; then
     "$SUITE" "$rootfs" "$MIRROR" >&2
   podman import --change 'CMD ["python3"]' "$rootfs" "$base_image" >&2
   rm -f "$rootfs"
+  for old in $(podman images --format '{{.Repository}}:{{.Tag}}' localhost/flowreg-base); do
+    [ "$old" = "$base_image" ] || podman rmi --force "$old" >/dev/null 2>&1 || true
+  done
   echo "image: built the base in $((SECONDS - started)) s" >&2
 fi
 
