@@ -1,0 +1,64 @@
+"""The operator's status writer against the real apiserver: its own HTTPS, no client library."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from flowreg.controller.kube import KubeSink
+from tests.e2e.operator_harness import create, get_registry, registry
+from tests.kube.controlplane import ControlPlane
+
+
+def admin_credentials(kubeconfig: Path) -> kopf.ConnectionInfo:
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    try:
+        info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG")
+        else:
+            os.environ["KUBECONFIG"] = previous
+    assert info is not None
+    return info
+
+
+async def test_a_rejected_token_is_replaced_once_and_the_status_written(
+        control_plane: ControlPlane, kube_api: client.ApiClient, crd_installed: None,
+        namespace_factory: Any):
+    namespace = namespace_factory("flowreg-sink")
+    body = create(kube_api, registry(namespace, "reg", "sink-bot", []))
+    good = admin_credentials(control_plane.kubeconfig)
+    expired = dataclasses.replace(good, certificate_data=None, private_key_data=None,
+                                  token="a-rotated-token")
+    logins: list[kopf.ConnectionInfo] = []
+
+    def credentials() -> kopf.ConnectionInfo:
+        logins.append(expired if not logins else good)
+        return logins[-1]
+
+    sink = KubeSink(credentials)
+    try:
+        await sink.patch_status(body, {"flowCount": 7})
+        await sink.patch_status(body, {"flowCount": 8})  # the new login is kept
+    finally:
+        await sink.close()
+    assert logins == [expired, good]
+    assert get_registry(kube_api, namespace, "reg")["status"]["flowCount"] == 8
+
+
+async def test_a_deleted_registry_is_not_an_error(control_plane: ControlPlane,
+                                                  crd_installed: None, namespace_factory: Any):
+    namespace = namespace_factory("flowreg-sink")
+    sink = KubeSink(lambda: admin_credentials(control_plane.kubeconfig))
+    try:
+        await sink.patch_status({"metadata": {"namespace": namespace, "name": "gone"}},
+                                {"flowCount": 1})
+    finally:
+        await sink.close()
