@@ -95,7 +95,7 @@ if ! podman image exists "$base_image"; then
 fi
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)"
-key="$( { sha256sum "$0" Dockerfile hack/image/*.txt pyproject.toml README.md;
+key="$( { sha256sum "$0" Dockerfile hack/image/* pyproject.toml README.md;
           find operator crds -type f -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum;
           echo "$base_image"; } | sha256sum | cut -c1-12)"
 image="localhost/flowreg:$version-$key"

@@ -21,7 +21,9 @@ from pathlib import Path
 
 SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
                "pydoc_data", "__phello__", "site-packages", "dist-packages"}
-ETC = ("/etc/ssl/certs/ca-certificates.crt", "/etc/nsswitch.conf", "/etc/localtime")
+ETC = ("/etc/ssl/certs/ca-certificates.crt", "/etc/nsswitch.conf", "/etc/localtime",
+       "/etc/ld.so.cache")  # the loader's index: finds libraries outside its default paths
+# (libpython in /usr/local/lib on python:*-slim bases)
 
 
 def copy(path: str, dest: Path) -> None:
