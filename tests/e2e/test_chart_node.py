@@ -9,6 +9,7 @@ server the suite builds (an embedded store on the pod's emptyDir where no server
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -163,3 +164,82 @@ def test_helm_install_runs_the_operator_and_syncs_the_examples(
             break
         assert time.monotonic() < deadline, f"left after uninstall: {left} {operator_pids()}"
         time.sleep(0.5)
+
+
+def metric(pod_ip: str, name: str) -> float | None:
+    """A gauge scraped straight from the pod (the host reaches pod IPs over the bridge)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{pod_ip}:8080/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    found = re.findall(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+    return float(found[0]) if found else None
+
+
+def test_helm_install_with_ha_runs_one_active_replica_and_a_standby_that_takes_over(
+        node: NodeCluster, operator_image: Image, store: tuple[str, str | None]):
+    """The chart's HA values as pods: the peering CRDs come from the chart's crds/, the
+    replicas elect one active operator, and deleting it hands the work to the other."""
+    location, api_key = store
+    repository, tag = operator_image.ref.rsplit(":", 1)
+    namespace, lifetime = "flowreg-ha", 10
+    node.kubectl("create", "namespace", namespace)
+    node.kubectl("label", "namespace", namespace,
+                 "pod-security.kubernetes.io/enforce=restricted")
+    values = [f"--set=image.repository={repository}", f"--set=image.tag={tag}",
+              f"--set=stores.default.location={location}", "--set=replicas=2",
+              "--set=ha.enabled=true", f"--set=ha.peeringLifetime={lifetime}"]
+    if api_key:
+        node.kubectl("-n", namespace, "create", "secret", "generic", "qdrant-api-key",
+                     f"--from-literal=api-key={api_key}")
+        values += ["--set=stores.default.apiKey.existingSecret=qdrant-api-key",
+                   "--set=stores.default.apiKey.key=api-key"]
+    helm(node, "install", "flowreg-ha", str(REPO / "helm" / "flowreg"), "-n", namespace,
+         *values)
+    selector = "app.kubernetes.io/instance=flowreg-ha"
+    waited = node.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod", "-l",
+                          selector, f"--timeout={scaled(90):.0f}s", check=False,
+                          timeout=scaled(100))
+    assert waited.returncode == 0, waited.stderr + node.container_logs()
+
+    def standby_of_pods() -> dict[str, float | None]:
+        pods = json.loads(node.kubectl("-n", namespace, "get", "pods", "-l", selector,
+                                       "-o", "json").stdout)["items"]
+        return {p["metadata"]["name"]: metric(p["status"].get("podIP", ""), "flowreg_standby")
+                for p in pods if p["metadata"].get("deletionTimestamp") is None}
+
+    deadline = time.monotonic() + scaled(3 * lifetime)
+    while sorted(v for v in standby_of_pods().values() if v is not None) != [0.0, 1.0]:
+        assert time.monotonic() < deadline, f"no single active replica: {standby_of_pods()}"
+        time.sleep(0.5)
+    active = next(name for name, v in standby_of_pods().items() if v == 0.0)
+    peering = json.loads(node.kubectl("get", "clusterkopfpeering", "flowreg",
+                                      "-o", "json").stdout)
+    assert set(standby_of_pods()) <= set(peering.get("status") or {}), peering
+
+    manifest = {"apiVersion": "flowreg.dev/v1alpha1", "kind": "FlowRegistry",
+                "metadata": {"name": "ha-check", "namespace": "default"},
+                "spec": {"agentId": "ha_check", "flows": [
+                    {"name": "greet", "description": "Say hello to the user"}]}}
+    node.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    node.kubectl("wait", "--for=condition=Ready", "flowregistry/ha-check",
+                 f"--timeout={scaled(60):.0f}s", timeout=scaled(70))
+
+    # The active replica goes; the standby takes over and syncs the next change.
+    node.kubectl("-n", namespace, "delete", "pod", active, "--grace-period=0", "--force")
+    manifest["spec"]["flows"].append({"name": "bye", "description": "Say goodbye"})
+    node.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    waited = node.kubectl("wait", "--for=jsonpath={.status.observedGeneration}=2",
+                          "flowregistry/ha-check", f"--timeout={scaled(6 * lifetime):.0f}s",
+                          check=False, timeout=scaled(6 * lifetime + 10))
+    assert waited.returncode == 0, waited.stderr + node.container_logs()
+    status = json.loads(node.kubectl("get", "flowregistry", "ha-check", "-o",
+                                     "json").stdout)["status"]
+    assert status["lastSync"]["created"] == 1 and status["flowCount"] == 2, status
+
+    node.kubectl("delete", "flowregistry", "ha-check", "-n", "default",
+                 f"--timeout={scaled(60):.0f}s")
+    helm(node, "uninstall", "flowreg-ha", "-n", namespace, "--wait")

@@ -44,8 +44,9 @@ TIMINGS: dict[str, float] = {}
 
 @pytest.fixture
 def ha_namespace(kube_api, apply_manifest, control_plane, tmp_path) -> Iterator[str]:
-    """A namespace with the chart's KopfPeering CRD and peering object (helm template)."""
+    """A namespace with the chart's KopfPeering CRD (crds/) and peering object (helm template)."""
     name = f"flowreg-ha-{uuid.uuid4().hex[:8]}"
+    apply_manifest(REPO / "helm" / "flowreg" / "crds" / "kopf-peerings.yaml")
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     rendered = subprocess.run(

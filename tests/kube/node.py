@@ -64,9 +64,10 @@ def missing(bin_dir: Path) -> str | None:
     return None
 
 
-def run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(*args: str, check: bool = True, timeout: float = 60,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True, check=check,
-                          timeout=timeout)
+                          timeout=timeout, input=stdin)
 
 
 @dataclass
@@ -176,11 +177,11 @@ class NodeCluster:
             self.plane = None
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    def kubectl(self, *args: str, timeout: float = 60,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, timeout: float = 60, check: bool = True,
+                stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         assert self.plane is not None
         return run(str(self.plane.kubectl), f"--kubeconfig={self.kubeconfig}", *args,
-                   timeout=scaled(timeout), check=check)
+                   timeout=scaled(timeout), check=check, stdin=stdin)
 
     def log(self, name: str, tail: int = 4000) -> str:
         path = self.work_dir / f"{name}.log"
