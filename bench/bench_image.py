@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from tests.kube.controlplane import find_testbin
-from tests.kube.node import NodeCluster, missing, run
+from tests.kube.node import NodeCluster, missing
 from tests.support.images import build, missing_tools, podman
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,22 +48,16 @@ def compressed_size(path: Path) -> int:
 
 
 def pod_ready_seconds(node: NodeCluster, image_ref: str) -> float:
-    assert node.plane is not None
     repository, tag = image_ref.rsplit(":", 1)
-    helm = [str(node.plane.helm), f"--kubeconfig={node.kubeconfig}"]
     started = time.monotonic()
-    run(*helm, "install", "flowreg", str(REPO / "helm" / "flowreg"), "-n", "flowreg-system",
-        "--create-namespace", f"--set=image.repository={repository}",
-        f"--set=image.tag={tag}", "--set=stores.default.location=/tmp/flowreg-store")
+    node.helm("install", "flowreg", str(REPO / "helm" / "flowreg"), "-n", "flowreg-system",
+              "--create-namespace", f"--set=image.repository={repository}",
+              f"--set=image.tag={tag}", "--set=stores.default.location=/tmp/flowreg-store")
     node.kubectl("-n", "flowreg-system", "wait", "--for=condition=Ready", "pod", "-l",
                  "app.kubernetes.io/instance=flowreg", "--timeout=300s", timeout=320)
     seconds = time.monotonic() - started
-    run(*helm, "uninstall", "flowreg", "-n", "flowreg-system", "--wait", timeout=120)
-    deadline = time.monotonic() + 120  # the pods go after their Deployment: wait for them
-    while node.kubectl("-n", "flowreg-system", "get", "pods", "-o", "name").stdout.strip():
-        if time.monotonic() > deadline:
-            raise SystemExit("the operator pod outlived helm uninstall by 120 s")
-        time.sleep(0.5)
+    node.helm("uninstall", "flowreg", "-n", "flowreg-system", "--wait")
+    node.wait_pods_gone("flowreg-system", timeout=120)  # the next round starts from none
     return seconds
 
 

@@ -46,6 +46,7 @@ PathKey = tuple[str | int, ...]
 MAX_FILE_BYTES = 16 * 1024 * 1024
 """Largest manifest file read (a 5,000-flow registry is about 4 MB)."""
 MAX_DEPTH = 64
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 """Deepest nesting of collections (a FlowRegistry needs 9)."""
 MIN_ALIAS_NODES = 10_000
 """Nodes aliases may always add to a document; more only up to the nodes written out."""
@@ -232,6 +233,8 @@ class _Builder:
         loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         self.loader = loader_class(text)
         self.source = source
+        self.stack: list[_Frame] = []
+        self.problems: list[Problem] = []
 
     def documents(self) -> list[Document]:
         yaml = self.yaml
@@ -248,12 +251,10 @@ class _Builder:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
-            if "nesting depth" in (exc.problem or "") and getattr(self, "stack", None):
+            if "nesting depth" in (exc.problem or "") and self.stack:
                 # libyaml's own depth limit, met while it scans ahead of the events that
                 # would reach ours: the same refusal, at the field where the nesting starts.
-                raise InvalidSpec([*self.problems, Problem(
-                    f"nested deeper than {MAX_DEPTH} levels", source=self.source, line=line,
-                    field=_dotted(self._path_of_next()) or None)]) from None
+                raise self._fail(_TOO_DEEP, line=line) from None
             what = " ".join(p for p in (exc.context, exc.problem) if p)
             raise InvalidSpec(Problem(f"malformed YAML: {what}", source=self.source,
                                       line=line)) from None
@@ -268,11 +269,11 @@ class _Builder:
         yaml = self.yaml
         doc = Document(source=self.source, data=None)
         self.doc = doc
-        self.stack: list[_Frame] = []
+        self.stack = []
         self.anchors: dict[str, tuple[Any, int, int]] = {}
         self.written = 0
         self.aliased = 0
-        self.problems: list[Problem] = []
+        self.problems = []
         get_event = self.loader.get_event
         while True:
             event = get_event()
@@ -299,12 +300,16 @@ class _Builder:
             return (*top.path, len(top.value))
         return (*top.path, top.key) if top.has_key else top.path
 
-    def _fail(self, message: str, event: Any, path: PathKey | None = None) -> InvalidSpec:
+    def _fail(self, message: str, event: Any = None, path: PathKey | None = None,
+              line: int | None = None) -> InvalidSpec:
+        """The problems so far plus ``message`` at ``event``'s line (or ``line``), naming the
+        field being built (or ``path``)."""
         field_name = _dotted(path if path is not None else self._path_of_next())
         if len(field_name) > 120:
             field_name = field_name[:117] + "..."
         return InvalidSpec([*self.problems, Problem(
-            message, source=self.source, line=event.start_mark.line + 1,
+            message, source=self.source,
+            line=event.start_mark.line + 1 if event is not None else line,
             field=field_name or None)])
 
     def _scalar(self, event: Any) -> Any:
@@ -335,7 +340,7 @@ class _Builder:
         if tag not in (None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
             raise self._fail(f"unsupported tag {tag}", event)
         if len(self.stack) >= MAX_DEPTH:
-            raise self._fail(f"nested deeper than {MAX_DEPTH} levels", event)
+            raise self._fail(_TOO_DEEP, event)
         path = self._path_of_next()
         self._place(value, event, 0, 0)
         frame = _Frame(value, path)

@@ -14,6 +14,7 @@ Two ways to run it:
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,6 +170,12 @@ class OperatorProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+def metric_value(exposition: str, name: str) -> float | None:
+    """A metric's value in Prometheus text (summed over its labels); None if absent."""
+    found = re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", exposition, re.M)
+    return sum(float(v) for v in found) if found else None
 
 
 def get_registry(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:

@@ -9,17 +9,18 @@ server the suite builds (an embedded store on the pod's emptyDir where no server
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.operator_harness import metric_value
 from tests.kube.controlplane import find_testbin, scaled
 from tests.kube.node import NodeCluster, missing, run
 from tests.support.images import Image, build
+from tests.support.processes import command_lines
 from tests.support.qdrant_server import QdrantServer, server_binary
 from tests.support.skips import loud_skip
 from tests.support.stores import points_held
@@ -80,55 +81,53 @@ def store(node: NodeCluster) -> Iterator[tuple[str, str | None]]:
         server.remove()
 
 
-def helm(node: NodeCluster, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    assert node.plane is not None
-    return run(str(node.plane.helm), f"--kubeconfig={node.kubeconfig}", *args,
-               timeout=scaled(timeout))
+def restricted(node: NodeCluster, namespace: str) -> None:
+    """``namespace`` (created unless it is ``default``) under the restricted Pod Security level."""
+    if namespace != "default":
+        node.kubectl("create", "namespace", namespace)
+    node.kubectl("label", "--overwrite", "namespace", namespace,
+                 "pod-security.kubernetes.io/enforce=restricted")
+
+
+def install(node: NodeCluster, image: Image, store: tuple[str, str | None], release: str,
+            namespace: str, *values: str) -> float:
+    """``helm install`` the chart with its defaults plus the image, the store (its API key as a
+    Secret) and ``values``; wait until its pods are Ready; return the seconds that took."""
+    location, api_key = store
+    repository, tag = image.ref.rsplit(":", 1)
+    restricted(node, namespace)
+    settings = [f"--set=image.repository={repository}", f"--set=image.tag={tag}",
+                f"--set=stores.default.location={location}", *values]
+    if api_key:
+        node.kubectl("-n", namespace, "create", "secret", "generic", "qdrant-api-key",
+                     f"--from-literal=api-key={api_key}")
+        settings += ["--set=stores.default.apiKey.existingSecret=qdrant-api-key",
+                     "--set=stores.default.apiKey.key=api-key"]
+    started = time.monotonic()
+    node.helm("install", release, str(REPO / "helm" / "flowreg"), "-n", namespace, *settings)
+    waited = node.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod", "-l",
+                          f"app.kubernetes.io/instance={release}",
+                          f"--timeout={scaled(90):.0f}s", check=False, timeout=scaled(100))
+    assert waited.returncode == 0, (
+        waited.stderr + node.kubectl("-n", namespace, "describe", "pods").stdout
+        + node.container_logs() + node.log("kubelet"))
+    return time.monotonic() - started
 
 
 def operator_pids() -> list[int]:
     """Host PIDs of `flowreg run` processes (containers share the host's PID view)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(a.endswith(b"/flowreg") for a in argv[:2]) and b"run" in argv:
-                pids.append(int(proc.name))
-    return pids
+    return [pid for pid, argv in command_lines()
+            if any(a.endswith(b"/flowreg") for a in argv[:2]) and b"run" in argv]
 
 
 def test_helm_install_runs_the_operator_and_syncs_the_examples(
         node: NodeCluster, operator_image: Image, store: tuple[str, str | None]):
     location, api_key = store
-    repository, tag = operator_image.ref.rsplit(":", 1)
-    for namespace in (NAMESPACE, "default"):
-        if namespace != "default":
-            node.kubectl("create", "namespace", namespace)
-        node.kubectl("label", "--overwrite", "namespace", namespace,
-                     "pod-security.kubernetes.io/enforce=restricted")
-    values = [f"--set=image.repository={repository}", f"--set=image.tag={tag}",
-              f"--set=stores.default.location={location}"]
-    if api_key:
-        node.kubectl("-n", NAMESPACE, "create", "secret", "generic", "qdrant-api-key",
-                     f"--from-literal=api-key={api_key}")
-        values += ["--set=stores.default.apiKey.existingSecret=qdrant-api-key",
-                   "--set=stores.default.apiKey.key=api-key"]
-
-    started = time.monotonic()
-    helm(node, "install", RELEASE, str(REPO / "helm" / "flowreg"), "-n", NAMESPACE, *values)
-    selector = f"app.kubernetes.io/instance={RELEASE}"
-    waited = node.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", "pod", "-l",
-                          selector, f"--timeout={scaled(90):.0f}s", check=False,
-                          timeout=scaled(200))
-    ready_after = time.monotonic() - started
-    assert waited.returncode == 0, (
-        waited.stderr + node.kubectl("-n", NAMESPACE, "describe", "pods").stdout
-        + node.container_logs() + node.log("kubelet"))
+    restricted(node, "default")
+    ready_after = install(node, operator_image, store, RELEASE, NAMESPACE)
     print(f"\noperator pod Ready {ready_after:.1f} s after helm install "
           f"(target {POD_READY_TARGET:.0f} s)")
+    selector = f"app.kubernetes.io/instance={RELEASE}"
 
     pod = json.loads(node.kubectl("-n", NAMESPACE, "get", "pods", "-l", selector,
                                   "-o", "json").stdout)["items"][0]
@@ -156,54 +155,31 @@ def test_helm_install_runs_the_operator_and_syncs_the_examples(
 
     # helm uninstall leaves no operator pod and no operator process.
     node.kubectl("delete", "-f", str(REPO / "examples"), f"--timeout={scaled(60):.0f}s")
-    helm(node, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", f"--timeout={scaled(60):.0f}s")
-    deadline = time.monotonic() + scaled(60)
-    while True:
-        left = node.kubectl("-n", NAMESPACE, "get", "pods", "-o", "name").stdout.split()
-        if not left and not operator_pids():
-            break
-        assert time.monotonic() < deadline, f"left after uninstall: {left} {operator_pids()}"
+    node.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", f"--timeout={scaled(60):.0f}s")
+    node.wait_pods_gone(NAMESPACE)
+    deadline = time.monotonic() + scaled(30)
+    while operator_pids():
+        assert time.monotonic() < deadline, f"operator processes left: {operator_pids()}"
         time.sleep(0.5)
 
 
 def metric(pod_ip: str, name: str) -> float | None:
-    """A gauge scraped straight from the pod (the host reaches pod IPs over the bridge)."""
-    import urllib.request
-
+    """A metric scraped straight from the pod (the host reaches pod IPs over the bridge)."""
     try:
         with urllib.request.urlopen(f"http://{pod_ip}:8080/metrics", timeout=5) as response:
-            text = response.read().decode()
+            return metric_value(response.read().decode(), name)
     except OSError:
         return None
-    found = re.findall(rf"^{name} ([0-9.e+-]+)$", text, re.M)
-    return float(found[0]) if found else None
 
 
 def test_helm_install_with_ha_runs_one_active_replica_and_a_standby_that_takes_over(
         node: NodeCluster, operator_image: Image, store: tuple[str, str | None]):
     """The chart's HA values as pods: the peering CRDs come from the chart's crds/, the
     replicas elect one active operator, and deleting it hands the work to the other."""
-    location, api_key = store
-    repository, tag = operator_image.ref.rsplit(":", 1)
     namespace, lifetime = "flowreg-ha", 10
-    node.kubectl("create", "namespace", namespace)
-    node.kubectl("label", "namespace", namespace,
-                 "pod-security.kubernetes.io/enforce=restricted")
-    values = [f"--set=image.repository={repository}", f"--set=image.tag={tag}",
-              f"--set=stores.default.location={location}", "--set=replicas=2",
-              "--set=ha.enabled=true", f"--set=ha.peeringLifetime={lifetime}"]
-    if api_key:
-        node.kubectl("-n", namespace, "create", "secret", "generic", "qdrant-api-key",
-                     f"--from-literal=api-key={api_key}")
-        values += ["--set=stores.default.apiKey.existingSecret=qdrant-api-key",
-                   "--set=stores.default.apiKey.key=api-key"]
-    helm(node, "install", "flowreg-ha", str(REPO / "helm" / "flowreg"), "-n", namespace,
-         *values)
+    install(node, operator_image, store, "flowreg-ha", namespace, "--set=replicas=2",
+            "--set=ha.enabled=true", f"--set=ha.peeringLifetime={lifetime}")
     selector = "app.kubernetes.io/instance=flowreg-ha"
-    waited = node.kubectl("-n", namespace, "wait", "--for=condition=Ready", "pod", "-l",
-                          selector, f"--timeout={scaled(90):.0f}s", check=False,
-                          timeout=scaled(100))
-    assert waited.returncode == 0, waited.stderr + node.container_logs()
 
     def standby_of_pods() -> dict[str, float | None]:
         pods = json.loads(node.kubectl("-n", namespace, "get", "pods", "-l", selector,
@@ -242,4 +218,5 @@ def test_helm_install_with_ha_runs_one_active_replica_and_a_standby_that_takes_o
 
     node.kubectl("delete", "flowregistry", "ha-check", "-n", "default",
                  f"--timeout={scaled(60):.0f}s")
-    helm(node, "uninstall", "flowreg-ha", "-n", namespace, "--wait")
+    node.helm("uninstall", "flowreg-ha", "-n", namespace, "--wait")
+    node.wait_pods_gone(namespace)

@@ -8,7 +8,6 @@ kubeconfig, the container is the whole operator: liveness, metrics, and a real s
 from __future__ import annotations
 
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -102,5 +101,4 @@ def test_image_runs_the_operator_restricted(operator_image: Image, control_plane
         operator.stop()
         log = operator.log.read_text(errors="replace") if operator.log.exists() else ""
         print(log[-3000:])
-    assert subprocess.run(["podman", "container", "exists", operator.name],
-                          env=podman_env()).returncode == 1
+    assert podman("container", "exists", operator.name, check=False).returncode == 1

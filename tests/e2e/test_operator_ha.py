@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
 import time
 import uuid
@@ -22,6 +21,7 @@ from tests.e2e.operator_harness import (
     OperatorProcess,
     big_flows,
     create,
+    metric_value,
     registry,
     wait_for,
     wait_ready,
@@ -67,8 +67,7 @@ def ha_namespace(kube_api, apply_manifest, control_plane, tmp_path) -> Iterator[
 
 def metric(proc: OperatorProcess, name: str) -> float:
     """The value of a metric (summed over labels); 0 if absent."""
-    found = re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", proc.scrape(), re.M)
-    return sum(float(v) for v in found)
+    return metric_value(proc.scrape(), name) or 0.0
 
 
 def test_one_replica_reconciles_and_the_standby_takes_over_when_it_dies(

@@ -30,7 +30,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from tests.kube.controlplane import SERVICE_IP, ControlPlane, free_port, scaled
-from tests.support.processes import die_with_parent, stop_group
+from tests.support.processes import command_lines, die_with_parent, stop_group
 
 NODE_BINARIES = ("kube-controller-manager", "kube-scheduler", "kubelet")
 HOST_TOOLS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "ip", "iptables",
@@ -182,6 +181,19 @@ class NodeCluster:
         assert self.plane is not None
         return run(str(self.plane.kubectl), f"--kubeconfig={self.kubeconfig}", *args,
                    timeout=scaled(timeout), check=check, stdin=stdin)
+
+    def helm(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        assert self.plane is not None
+        return run(str(self.plane.helm), f"--kubeconfig={self.kubeconfig}", *args,
+                   timeout=scaled(timeout))
+
+    def wait_pods_gone(self, namespace: str, timeout: float = 60) -> None:
+        """Until ``namespace`` holds no pod (they go after their Deployment does)."""
+        deadline = time.monotonic() + scaled(timeout)
+        while left := self.kubectl("-n", namespace, "get", "pods", "-o", "name").stdout.split():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pods left in {namespace} after {timeout:.0f}s: {left}")
+            time.sleep(0.5)
 
     def log(self, name: str, tail: int = 4000) -> str:
         path = self.work_dir / f"{name}.log"
@@ -339,14 +351,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             self._ctr("containers", "delete", container, check=False)
 
     def _kill_shims(self) -> None:
-        address = str(self.socket)
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-                if argv[0].endswith(b"containerd-shim-runc-v2") and address.encode() in argv:
-                    os.kill(int(proc.name), 9)
+        address = str(self.socket).encode()
+        for pid, argv in command_lines():
+            if argv[0].endswith(b"containerd-shim-runc-v2") and address in argv:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, 9)
 
     def _unmount_all(self) -> None:
         prefix = str(self.work_dir)
@@ -392,9 +401,3 @@ def _remove_pod_cgroups() -> None:
                 directory.rmdir()
         with contextlib.suppress(OSError):
             top.rmdir()
-
-
-def http_ok(url: str) -> bool:
-    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-        return bool(response.status == 200)
-    return False

@@ -8,6 +8,8 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -35,3 +37,13 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout)
+
+
+def command_lines() -> Iterator[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process this one can see (those that vanish meanwhile skipped)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                yield int(proc.name), (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
