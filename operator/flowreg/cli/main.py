@@ -297,11 +297,8 @@ async def _sync(args: argparse.Namespace) -> int:
                     print(f"{decl.registry.owner} (agent {decl.registry.agent_id}): "
                           f"{report.summary()}")
             if report.conflicts:
-                owners = ", ".join(f"{c['flow']} (owned by {c['owner']})"
-                                   for c in report.conflicts[:5])
-                print(f"error: {ConflictError.reason}: {len(report.conflicts)} declared flow(s) "
-                      f"of {decl.registry.owner} belong to another registry and were left "
-                      f"untouched: {owners}", file=sys.stderr)
+                print(f"error: {ConflictError.reason}: {decl.registry.owner}: "
+                      f"{report.conflict_message()}", file=sys.stderr)
                 exit_code = ConflictError.exit_code
     finally:
         await _close(engine)

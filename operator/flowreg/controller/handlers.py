@@ -28,6 +28,7 @@ from flowreg.controller.config import load_config
 from flowreg.controller.kube import KubeSink, login
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.reconcile import Reconciler
+from flowreg.controller.resource import FlowRegistry
 from flowreg.errors import FlowregError
 from flowreg.schema import GROUP, PLURAL, VERSION
 
@@ -99,7 +100,7 @@ async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             sharp=False)
 async def drift_check(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     reconciler = _reconciler(memo)
-    if body.get("metadata", {}).get("deletionTimestamp"):
+    if FlowRegistry.of(body).deleting:
         return
     await reconciler.check_drift(body)
 
@@ -113,9 +114,9 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> N
             raise kopf.PermanentError(f"{exc.reason}: {exc}") from exc
         raise kopf.TemporaryError(f"{exc.reason}: {exc}",
                                   delay=min(5 * 2 ** retry, 300)) from exc
-    policy = (body.get("spec") or {}).get("deletionPolicy", "Delete")
-    log.info("finalized %s/%s (%s, %d point(s) deleted)", body.metadata.namespace,
-             body.metadata.name, policy, deleted)
+    registry = FlowRegistry.of(body)
+    log.info("finalized %s/%s (%s, %d point(s) deleted)", registry.namespace, registry.name,
+             registry.deletion_policy, deleted)
 
 
 def _reconciler(memo: Mapping[str, Any]) -> Reconciler:
