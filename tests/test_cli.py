@@ -211,3 +211,14 @@ def test_version_is_the_packages():
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"flowreg {__version__}"
+
+
+def test_readme_exit_code_table_is_the_codes_table():
+    from flowreg.errors import EXIT_CODE_MEANINGS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Exit codes", 1)[1].split("###", 1)[0]
+    rows = [line.strip("| ").split(" | ", 1) for line in section.splitlines()
+            if line.startswith("| ") and line[2:3].isdigit()]
+    assert {int(code): meaning.rstrip(" |") for code, meaning in rows} == {
+        int(code): meaning for code, meaning in EXIT_CODE_MEANINGS.items()}

@@ -202,3 +202,17 @@ def test_the_interval_minimum_is_the_crds_cel_rule():
 def test_an_interval_at_the_minimum_is_accepted(write_manifest):
     [decl] = manifest.load([write_manifest(registry_doc(make_flows(1), interval="10s"))])
     assert decl.interval == "10s"
+
+
+def test_defaults_of_the_model_and_the_python_api_are_the_crds():
+    import flowreg
+    from flowreg import schema
+    from flowreg.flow import SyncPolicy
+    from flowreg.manifest import ALLOW_EMPTY_PATH, MAX_DELETIONS_PATH
+
+    crd = (schema.default(MAX_DELETIONS_PATH), schema.default(ALLOW_EMPTY_PATH))
+    assert (SyncPolicy().max_deletions, SyncPolicy().allow_empty) == crd
+    registry = flowreg.Registry("agent_1", [])
+    assert (registry.max_deletions, registry.allow_empty) == crd
+    with pytest.raises(KeyError, match=r"spec\.agentId"):
+        schema.default(("spec", "agentId"))

@@ -10,6 +10,7 @@ later tick (``due``). Syncs of one registry never overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -31,13 +32,11 @@ from flowreg.controller.status import (
     conditions,
     sync_summary,
 )
-from flowreg.embed.factory import make_embedder
 from flowreg.errors import FlowregError, InvalidSpec
 from flowreg.history import Checkpoint
 from flowreg.plan import Plan
 from flowreg.report import SyncReport
-from flowreg.store import open_store
-from flowreg.sync import SyncEngine
+from flowreg.sync import EngineConfig, SyncEngine
 
 log = logging.getLogger("flowreg.controller")
 MAX_BACKOFF = 300.0
@@ -79,6 +78,8 @@ class Reconciler:
         self.sink = sink
         self.metrics = metrics or Metrics.default()
         self.engines: dict[str, SyncEngine] = {}
+        self._owned = contextlib.AsyncExitStack()
+        """Closes every engine opened (each owns its store and embedder)."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._checked: dict[str, _Checked] = {}
         self._written: dict[str, dict[str, Any]] = {}
@@ -88,20 +89,21 @@ class Reconciler:
         """The engine of a configured store, opened on first use (and retried until it opens)."""
         engine = self.engines.get(store.name)
         if engine is None:
-            embedder = make_embedder(store.embedder)
-            flow_store = open_store(store.location, store.collection, api_key=store.api_key,
-                                    timeout=store.timeout, page_size=store.page_size)
-            engine = SyncEngine(flow_store, embedder, batch_size=store.batch_size)
+            engine = await self._owned.enter_async_context(SyncEngine.open(EngineConfig(
+                store.location, store.collection, embedder=store.embedder,
+                batch_size=store.batch_size, api_key=store.api_key, timeout=store.timeout,
+                page_size=store.page_size)))
             self.engines[store.name] = engine
         return engine
 
     async def close(self) -> None:
         """Close every store and embedder (releases embedded stores' directory locks)."""
-        for engine in self.engines.values():
-            await engine.store.close()
-            await engine.embedder.aclose()
+        owned, self._owned = self._owned, contextlib.AsyncExitStack()
         self.engines.clear()
-        await self.sink.close()
+        try:
+            await owned.aclose()
+        finally:
+            await self.sink.close()
 
     def due(self, body: Mapping[str, Any]) -> bool:
         """Whether a drift check (or a retry after a transient failure) is due for ``body``."""
