@@ -96,24 +96,3 @@ def test_a_valid_blueprint_has_no_problems():
 def test_blueprint_problems_name_the_field(change, field, message):
     [problem] = blueprint.check({**BLUEPRINT, **change})
     assert (problem.field, problem.message) == (field, message)
-
-
-def test_bind_refuses_missing_handlers():
-    handlers = {name: (lambda data: data) for name in blueprint.handler_names(BLUEPRINT)}
-    bound = blueprint.bind(BLUEPRINT, handlers)
-    assert bound.fingerprint == blueprint.fingerprint(BLUEPRINT)
-    del handlers["payments.over_limit"]
-    with pytest.raises(ValueError, match=r"no handler registered for: payments\.over_limit"):
-        blueprint.bind(BLUEPRINT, handlers)
-
-
-def test_saved_state_cannot_be_loaded_into_another_definition():
-    handlers = {name: (lambda data: data) for name in blueprint.handler_names(BLUEPRINT)}
-    saved = blueprint.bind(BLUEPRINT, handlers).save_state({"step": "pay", "amount": 20})
-    assert blueprint.bind(BLUEPRINT, handlers).load_state(saved) == {"step": "pay",
-                                                                     "amount": 20}
-    loop_back = {"id": "refuse", "handler": "dialog.refuse", "next": "ask"}
-    changed = {**BLUEPRINT, "steps": [*BLUEPRINT["steps"][:2], loop_back]}
-    other = blueprint.bind(changed, handlers)
-    with pytest.raises(ValueError, match="refusing to load it into a different definition"):
-        other.load_state(saved)
