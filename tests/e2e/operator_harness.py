@@ -2,10 +2,10 @@
 
 Two ways to run it:
 
-* ``InProcessOperator``: kopf's ``KopfRunner`` runs ``flowreg.controller.handlers`` in a thread
-  with its own event loop. The test reads Qdrant through the operator's own store handles, on
-  the operator's loop (``flowreg.controller.runtime.call``), so an embedded store is never used
-  from two threads at once.
+* ``InProcessOperator``: the operator's handlers (registered and given their memo as
+  ``flowreg run`` does) run under ``kopf.operator`` in a thread with its own event loop. The
+  test reads Qdrant through the operator's own store handles, on the operator's loop
+  (``InProcessOperator.call``), so an embedded store is never used from two threads at once.
 * ``OperatorProcess``: ``flowreg run`` as a real child process, for tests that SIGKILL it. It
   uses an embedded store in a directory; the test opens that directory only after the process
   has gone (an embedded store admits one client at a time).
@@ -13,29 +13,33 @@ Two ways to run it:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import kopf
 import yaml
-from kopf.testing import KopfRunner
 from kubernetes import client
 
-from flowreg.controller import runtime
+from flowreg.controller.config import load_config
+from flowreg.controller.handlers import operator_memo, register
+from flowreg.controller.reconcile import Reconciler
 from flowreg.flow import Flow
 from flowreg.schema import GROUP, PLURAL, VERSION
 from tests.conftest import make_flows
 from tests.kube.controlplane import scaled
 
 DRIFT_SECONDS = "1"
-os.environ.setdefault("FLOWREG_DRIFT_CHECK_SECONDS", DRIFT_SECONDS)
+T = TypeVar("T")
 
 
 def write_config(path: Path, location: str = ":memory:", *, batch_size: int = 100,
@@ -49,7 +53,7 @@ def write_config(path: Path, location: str = ":memory:", *, batch_size: int = 10
 
 
 class InProcessOperator:
-    """The operator under ``KopfRunner``, watching the namespaces matching ``pattern``.
+    """The operator in a thread of this process, watching the namespaces matching ``pattern``.
 
     Its identity is whatever ``kubeconfig`` holds (admin, or a ServiceAccount token).
     """
@@ -58,7 +62,12 @@ class InProcessOperator:
         self.kubeconfig = kubeconfig
         self.config_path = config_path
         self.pattern = pattern  # None: all namespaces
-        self.runner: KopfRunner | None = None
+        self.config = load_config(config_path)
+        self.memo = operator_memo(self.config)
+        self.loop = asyncio.new_event_loop()
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
+        self.error: BaseException | None = None
 
     def __enter__(self) -> InProcessOperator:
         from kubernetes.config import kube_config
@@ -66,26 +75,46 @@ class InProcessOperator:
         # The client library reads $KUBECONFIG when it is imported, which was earlier.
         os.environ["KUBECONFIG"] = str(self.kubeconfig)
         kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(self.kubeconfig)
-        os.environ["FLOWREG_CONFIG"] = str(self.config_path)
-        scope = ["--all-namespaces"] if self.pattern is None else ["--namespace", self.pattern]
-        self.runner = KopfRunner(
-            ["run", *scope, "--standalone", "--verbose", "-m", "flowreg.controller.handlers"],
-            timeout=60)
-        self.runner.__enter__()
+        kopf.configure(verbose=True)
+        self.thread.start()
         deadline = time.monotonic() + scaled(30)
-        while True:
-            try:
-                runtime.reconciler()
-                break
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the operator did not start") from None
-                time.sleep(0.05)
+        while not isinstance(self.memo.get("reconciler"), Reconciler):
+            if self.error is not None or not self.thread.is_alive():
+                raise RuntimeError("the operator stopped while starting") from self.error
+            if time.monotonic() > deadline:
+                raise TimeoutError("the operator did not start")
+            time.sleep(0.05)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        self.runner.__exit__(None, None, None)
+        self.stop_flag.set()
+        self.thread.join(timeout=60)
+        if self.thread.is_alive():
+            raise RuntimeError("the operator did not stop")
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(kopf.operator(
+                registry=register(kopf.OperatorRegistry(), self.config), memo=self.memo,
+                standalone=True, clusterwide=self.pattern is None,
+                namespaces=[] if self.pattern is None else [self.pattern],
+                stop_flag=self.stop_flag))
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def call(self, fn: Callable[[Reconciler], Awaitable[T]], timeout: float = 60.0) -> T:
+        """Run ``fn(reconciler)`` on the operator's loop; return its result."""
+
+        async def run() -> T:
+            return await fn(self.memo["reconciler"])
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     def flows(self, agent: str, store: str = "default") -> dict[str, tuple[Flow, str | None]]:
         """What Qdrant holds for ``agent``: name -> (flow, owner)."""
@@ -94,7 +123,7 @@ class InProcessOperator:
             engine = await rec.engine(rec.config.store(store))
             return await engine.store.read_flows(agent)
 
-        return {flow.name: (flow, owner) for flow, owner in runtime.call(read)}
+        return {flow.name: (flow, owner) for flow, owner in self.call(read)}
 
     def store_call(self, fn: Callable[[Any], Any], store: str = "default") -> Any:
         """Run ``fn(flow_store)`` (a coroutine function) on the operator's loop."""
@@ -103,7 +132,7 @@ class InProcessOperator:
             engine = await rec.engine(rec.config.store(store))
             return await fn(engine.store)
 
-        return runtime.call(run)
+        return self.call(run)
 
     def stats(self, store: str = "default") -> tuple[int, int]:
         """(Qdrant write calls, embedded texts) made by the operator so far."""
@@ -112,7 +141,7 @@ class InProcessOperator:
             engine = await rec.engine(rec.config.store(store))
             return engine.store.stats.writes, engine.embedder.texts
 
-        return runtime.call(read)
+        return self.call(read)
 
 
 class OperatorProcess:
@@ -125,8 +154,7 @@ class OperatorProcess:
         self.args = [sys.executable, "-m", "flowreg.cli.main", "run", "--config",
                      str(config_path), "--namespace", namespace, "--liveness", self.liveness,
                      "--metrics-port", str(metrics_port), "--log-format", "json"]
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig),
-                    "FLOWREG_DRIFT_CHECK_SECONDS": DRIFT_SECONDS}
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -43,7 +43,6 @@ class ContainerOperator(OperatorProcess):
                      "-v", f"{kubeconfig}:/etc/flowreg/kubeconfig:ro",
                      "-v", f"{config_path}:/etc/flowreg/config.yaml:ro",
                      "-e", "KUBECONFIG=/etc/flowreg/kubeconfig",
-                     "-e", f"FLOWREG_DRIFT_CHECK_SECONDS={self.env['FLOWREG_DRIFT_CHECK_SECONDS']}",
                      image.ref, "run", *run_args]
         self.env = podman_env()
 
