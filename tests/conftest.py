@@ -12,6 +12,7 @@ import yaml
 from tests.support.qdrant_server import stop_session_server
 from tests.support.skips import LOUD
 from tests.support.stores import backends, drop, open_backend
+from tests.support.timings import TIMINGS
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "finance-bot.yaml"
@@ -79,6 +80,10 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TIMINGS:
+        terminalreporter.section("e2e timings")
+        for what, seconds in TIMINGS.items():
+            terminalreporter.line(f"{what}: {seconds:.2f} s")
     if LOUD:
         terminalreporter.section("NOT TESTED ON THIS MACHINE", sep="!", red=True, bold=True)
         for reason in LOUD:
