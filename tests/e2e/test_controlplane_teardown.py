@@ -29,6 +29,16 @@ finally:
 """
 
 
+def interruptible() -> None:  # pragma: no cover - runs in the child before exec
+    """In the starter before exec: SIGINT delivered, as a terminal's Ctrl-C would be.
+
+    A process started in the background by a non-interactive shell (``hack/test.sh &``, a
+    CI runner's script) has SIGINT ignored, and every child inherits that: Python then
+    installs no KeyboardInterrupt handler, and the starter would sleep through the signal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -44,7 +54,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_children_die_with_the_starter(control_plane, sig):
     starter = subprocess.Popen([sys.executable, "-c", SCRIPT, str(find_testbin())], cwd=REPO,
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, text=True, preexec_fn=interruptible)
     try:
         # deadlines: ten times what a start (and a stop) takes here, as measured
         ready, _, _ = select.select([starter.stdout], [], [], scaled(10 * IDLE_STARTUP_SECONDS))
