@@ -25,7 +25,7 @@ from bench.flows import change_one_percent, make_registry
 from bench.measure import Phase, count_calls, make_embedder, median
 from flowreg.embed import HashingEmbedder
 from flowreg.embed.base import CountingEmbedder
-from flowreg.flow import Registry, point_id
+from flowreg.flow import DeclaredFlows, point_id
 from flowreg.store import SNAPSHOT_FIELDS, is_url, payload_of
 from flowreg.store.client import ClientStore
 from flowreg.sync import SyncEngine
@@ -142,7 +142,7 @@ async def run_naive(n: int, embedder_kind: str, url: str | None,
     return results
 
 
-async def naive_sync(client: AsyncQdrantClient, emb: CountingEmbedder, reg: Registry) -> None:
+async def naive_sync(client: AsyncQdrantClient, emb: CountingEmbedder, reg: DeclaredFlows) -> None:
     remote: dict[str, tuple[str, str]] = {}
     offset: Any = None
     while True:
@@ -210,7 +210,7 @@ def run_langchain(n: int, embedder_kind: str, url: str | None,
     manager = InMemoryRecordManager(namespace="qdrant/flows")
     manager.create_schema()
 
-    def docs(reg: Registry) -> list[Any]:
+    def docs(reg: DeclaredFlows) -> list[Any]:
         return [Document(page_content=f.embedding_text,
                          metadata={"name": f.name, "agent_id": reg.agent_id,
                                    "checksum": f.content_checksum}) for f in reg.flows]

@@ -9,25 +9,25 @@ import pytest
 
 from flowreg.embed import HashingEmbedder
 from flowreg.errors import DeletionGuard
-from flowreg.flow import Flow, Registry, SyncPolicy, point_id
+from flowreg.flow import DeclaredFlows, Flow, SyncPolicy, point_id
 from flowreg.store import FlowStore, PointWrite
 from flowreg.sync import SyncEngine
 
 
-def registry(n: int, *, salt: str = "", owner: str = "ns/reg") -> Registry:
-    return Registry("agent", owner, tuple(
+def registry(n: int, *, salt: str = "", owner: str = "ns/reg") -> DeclaredFlows:
+    return DeclaredFlows("agent", owner, tuple(
         Flow(f"flow_{i:05d}", f"do thing {i}{salt}", (f"please do {i}",), ("signed in",),
              {"version": 1, "steps": [{"id": "a", "handler": "h.a"}]})
         for i in range(n)))
 
 
-def replace_flow(reg: Registry, index: int, **changes) -> Registry:
+def replace_flow(reg: DeclaredFlows, index: int, **changes) -> DeclaredFlows:
     flows = list(reg.flows)
     f = flows[index]
     fields = {"name": f.name, "description": f.description, "examples": f.examples,
               "conditions": f.conditions, "blueprint": f.blueprint, **changes}
     flows[index] = Flow(**fields)
-    return Registry(reg.agent_id, reg.owner, tuple(flows))
+    return DeclaredFlows(reg.agent_id, reg.owner, tuple(flows))
 
 
 class Renamed(HashingEmbedder):
@@ -78,7 +78,7 @@ async def test_a_registry_reads_its_own_points_and_others_only_under_its_names(s
     engine = SyncEngine(store, HashingEmbedder())
     big = registry(300, owner="ns/big")
     await engine.apply(big)
-    small = Registry("agent", "ns/small", (*(Flow(f"small_{i}", f"small thing {i}")
+    small = DeclaredFlows("agent", "ns/small", (*(Flow(f"small_{i}", f"small thing {i}")
                                              for i in range(5)), big.flows[0]))
     await engine.apply(small)
     read = store.stats.points_read

@@ -8,7 +8,7 @@ import pytest
 
 from flowreg.embed.openai import OpenAIEmbedder
 from flowreg.errors import EmbedderUnavailable
-from flowreg.flow import Registry
+from flowreg.flow import DeclaredFlows
 from flowreg.manifest import parse_object
 from flowreg.store import open_store
 from flowreg.sync import SyncEngine
@@ -103,7 +103,7 @@ async def test_engine_probes_the_dimension_and_batches_embeddings(server):
     emb = embedder(server, batch_size=64)
     store = open_store(":memory:")
     engine = SyncEngine(store, emb, batch_size=100)
-    registry: Registry = parse_object(registry_doc(make_flows(250))).registry
+    registry: DeclaredFlows = parse_object(registry_doc(make_flows(250))).registry
     report = await engine.apply(registry)
     assert len(report.created) == 250
     # one probe, then engine batches of 100, 100 and 50 texts: 64+36, 64+36, 50

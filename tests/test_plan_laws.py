@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowreg.embed import HashingEmbedder
-from flowreg.flow import Flow, Registry, StoredPoint, SyncPolicy, point_id
+from flowreg.flow import DeclaredFlows, Flow, StoredPoint, SyncPolicy, point_id
 from flowreg.plan import Plan, VectorSource, plan_sync
 from flowreg.store import FlowStore, PointWrite, payload_of
 from flowreg.sync import SyncEngine
@@ -36,13 +36,13 @@ def flows(draw: st.DrawFn) -> Flow:
                 conditions=tuple(draw(st.lists(st.sampled_from(["a", "b"]), max_size=1))))
 
 
-def registries(owner: str = OWNER) -> st.SearchStrategy[Registry]:
+def registries(owner: str = OWNER) -> st.SearchStrategy[DeclaredFlows]:
     return st.lists(flows(), max_size=6, unique_by=lambda f: f.name).map(
-        lambda fs: Registry(AGENT, owner, tuple(fs)))
+        lambda fs: DeclaredFlows(AGENT, owner, tuple(fs)))
 
 
 @st.composite
-def stored_points(draw: st.DrawFn, declared: Registry | None = None) -> list[StoredPoint]:
+def stored_points(draw: st.DrawFn, declared: DeclaredFlows | None = None) -> list[StoredPoint]:
     """Points of any owner, agent, model and id; with ``declared``, many hold a declared flow
     as it is declared (the state a plan skips, unless owner, agent, model or id say no)."""
     points = []
@@ -64,7 +64,7 @@ def stored_points(draw: st.DrawFn, declared: Registry | None = None) -> list[Sto
 
 
 @st.composite
-def states(draw: st.DrawFn) -> tuple[Registry, list[StoredPoint]]:
+def states(draw: st.DrawFn) -> tuple[DeclaredFlows, list[StoredPoint]]:
     """A declaration and a store that may already hold some of it."""
     registry = draw(registries())
     return registry, draw(stored_points(registry))
@@ -153,7 +153,7 @@ def test_a_point_off_its_id_is_moved_by_a_verifying_plan_and_trusted_otherwise()
     flow = Flow("refund", "refund a payment")
     stray = StoredPoint(str(uuid.uuid4()), AGENT, "refund", OWNER, flow.content_checksum,
                         flow.text_checksum, EMBEDDER)
-    registry = Registry(AGENT, OWNER, (flow,))
+    registry = DeclaredFlows(AGENT, OWNER, (flow,))
     assert plan_sync(registry, [stray], EMBEDDER, verify_ids=False).skips == ("refund",)
     moved = plan_sync(registry, [stray], EMBEDDER)
     [write] = moved.creates
@@ -166,7 +166,7 @@ def test_a_rename_moves_the_point_without_embedding():
     stored = [StoredPoint(point_id(AGENT, "old_name"), AGENT, "old_name", OWNER,
                           flow.content_checksum, flow.text_checksum, EMBEDDER)]
     renamed = Flow("new_name", "pay a bill", ("pay my bill",))
-    plan = plan_sync(Registry(AGENT, OWNER, (renamed,)), stored, EMBEDDER)
+    plan = plan_sync(DeclaredFlows(AGENT, OWNER, (renamed,)), stored, EMBEDDER)
     assert plan.renames == (("old_name", "new_name"),)
     [write] = plan.creates
     assert write.vector is VectorSource.COPY and write.copy_from == stored[0].id
@@ -236,10 +236,10 @@ def test_engine_rename_reuses_the_vector(kind, tmp_path):
         store = open_backend(kind, tmp_path)
         engine = SyncEngine(store, HashingEmbedder())
         flow = Flow("old_name", "pay a bill", ("pay my bill",))
-        await engine.apply(Registry(AGENT, OWNER, (flow,)))
+        await engine.apply(DeclaredFlows(AGENT, OWNER, (flow,)))
         [before] = await _points(store)
         renamed = Flow("new_name", flow.description, flow.examples)
-        report = await engine.apply(Registry(AGENT, OWNER, (renamed,)))
+        report = await engine.apply(DeclaredFlows(AGENT, OWNER, (renamed,)))
         assert report.renamed == [{"from": "old_name", "to": "new_name"}]
         assert report.embedded_texts == 0 and report.created == [] and report.deleted == []
         [after] = await _points(store)

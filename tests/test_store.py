@@ -9,7 +9,7 @@ import pytest
 
 from flowreg.embed import HashingEmbedder
 from flowreg.errors import StoreIncompatible, StoreUnavailable
-from flowreg.flow import Registry, point_id
+from flowreg.flow import DeclaredFlows, point_id
 from flowreg.manifest import parse_object
 from flowreg.store import FlowStore, PointWrite, open_store
 from flowreg.sync import SyncEngine
@@ -17,7 +17,7 @@ from tests.conftest import make_flows, registry_doc
 from tests.support.stores import backends, drop, open_backend
 
 
-def registry(n: int, **kw) -> Registry:
+def registry(n: int, **kw) -> DeclaredFlows:
     return parse_object(registry_doc(make_flows(n), **kw)).registry
 
 

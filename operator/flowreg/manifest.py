@@ -17,7 +17,7 @@ from flowreg import blueprint as blueprints
 from flowreg import documents, schema
 from flowreg.documents import Document, PathKey
 from flowreg.errors import InvalidSpec, Problem
-from flowreg.flow import Flow, Registry, SyncPolicy
+from flowreg.flow import DeclaredFlows, Flow, SyncPolicy
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 INTERVAL_PATH: PathKey = ("spec", "interval")
@@ -36,7 +36,7 @@ class Declaration:
     Every field the manifest leaves out holds the CRD's default.
     """
 
-    registry: Registry
+    registry: DeclaredFlows
     policy: SyncPolicy
     name: str
     namespace: str
@@ -180,7 +180,7 @@ def parse_document(doc: Document, *, verify_checksums: bool = True, minimums: bo
         max_deletions=guard.get("maxDeletions", schema.default(MAX_DELETIONS_PATH)),
         allow_empty=guard.get("allowEmpty", schema.default(ALLOW_EMPTY_PATH)),
     )
-    registry = Registry(agent_id=spec["agentId"], owner=f"{namespace}/{meta['name']}",
+    registry = DeclaredFlows(agent_id=spec["agentId"], owner=f"{namespace}/{meta['name']}",
                         flows=tuple(flows))
     return Declaration(
         registry=registry, policy=policy, name=meta["name"], namespace=namespace,

@@ -23,7 +23,7 @@ from typing import Any
 from flowreg.embed.base import CountingEmbedder, Embedder
 from flowreg.embed.factory import make_embedder
 from flowreg.errors import DeletionGuard, EmbedderUnavailable, FlowregError, InvalidSpec
-from flowreg.flow import Registry, SyncPolicy
+from flowreg.flow import DeclaredFlows, SyncPolicy
 from flowreg.history import Checkpoint, RunHistory
 from flowreg.plan import Plan, Removal, RemovalReason, VectorSource, Write, guard, plan_sync
 from flowreg.report import SyncReport
@@ -117,7 +117,7 @@ class SyncEngine:
                 owned.callback(history.close)
             yield cls(store, embedder, history=history, batch_size=config.batch_size)
 
-    async def plan(self, registry: Registry, policy: SyncPolicy | None = None, *,
+    async def plan(self, registry: DeclaredFlows, policy: SyncPolicy | None = None, *,
                    deep: bool = False) -> PlannedSync:
         """What ``apply`` would do, without writing anything (the guard is not applied)."""
         policy = policy or SyncPolicy()
@@ -128,7 +128,7 @@ class SyncEngine:
         report = _report_of(plan, SyncReport(registry.agent_id, registry.owner, dry_run=True))
         return PlannedSync(plan, report)
 
-    async def apply(self, registry: Registry, policy: SyncPolicy | None = None, *,
+    async def apply(self, registry: DeclaredFlows, policy: SyncPolicy | None = None, *,
                     deep: bool = False, progress: ProgressFn | None = None,
                     on_plan: Callable[[Plan], Awaitable[None]] | None = None) -> SyncReport:
         """Make the store hold exactly ``registry``'s flows (for its owner) and report it.
@@ -177,7 +177,7 @@ class SyncEngine:
             self.history.finish(run_id, "succeeded", report=report.to_dict(max_names=50))
         return report
 
-    async def _plan(self, registry: Registry, policy: SyncPolicy, deep: bool) -> Plan:
+    async def _plan(self, registry: DeclaredFlows, policy: SyncPolicy, deep: bool) -> Plan:
         # The snapshot is freed before the collector resumes (see _no_gc).
         # Only what the plan reads: the registry's own points, and others' under its names.
         snapshot = await self.store.snapshot(registry.agent_id, deep=deep, owner=registry.owner,
