@@ -14,33 +14,6 @@ from tests.support.skips import LOUD
 from tests.support.stores import backends, drop, open_backend
 from tests.support.timings import TIMINGS
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "finance-bot.yaml"
-
-
-def registry_doc(flows: list[dict[str, Any]], *, name: str = "bot", agent: str = "agent_1",
-                 namespace: str = "default", **spec: Any) -> dict[str, Any]:
-    """A FlowRegistry manifest as a dict."""
-    return {
-        "apiVersion": "flowreg.dev/v1alpha1",
-        "kind": "FlowRegistry",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"agentId": agent, **spec, "flows": flows},
-    }
-
-
-def make_flows(n: int, *, prefix: str = "flow", salt: str = "") -> list[dict[str, Any]]:
-    """``n`` distinct valid flows."""
-    return [
-        {
-            "name": f"{prefix}_{i:05d}",
-            "description": f"Handle request kind {i} {salt}".strip(),
-            "examples": [f"please do thing {i}", f"I want {i} done"],
-            "conditions": ["user is authenticated"],
-        }
-        for i in range(n)
-    ]
-
 
 @pytest.fixture
 def write_manifest(tmp_path: Path) -> Callable[..., Path]:

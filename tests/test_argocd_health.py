@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from lupa import LuaRuntime
 
-SCRIPT = (Path(__file__).resolve().parents[1] / "docs" / "argocd-health.lua").read_text()
+from tests.support.builders import REPO
+
+SCRIPT = (REPO / "docs" / "argocd-health.lua").read_text()
 
 
 def health(obj: dict[str, Any]) -> tuple[str, str]:

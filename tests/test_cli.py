@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flowreg.cli.main import main
-from tests.conftest import EXAMPLE, make_flows, registry_doc
+from tests.support.builders import EXAMPLE, REPO, make_flows, registry_doc
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -206,7 +206,7 @@ def test_version_is_the_packages():
 
     from flowreg import __version__
 
-    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert __version__ == declared["project"]["version"]
     result = run("--version")
     assert result.returncode == 0
@@ -216,7 +216,7 @@ def test_version_is_the_packages():
 def test_readme_exit_code_table_is_the_codes_table():
     from flowreg.errors import EXIT_CODE_MEANINGS
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Exit codes", 1)[1].split("###", 1)[0]
     rows = [line.strip("| ").split(" | ", 1) for line in section.splitlines()
             if line.startswith("| ") and line[2:3].isdigit()]

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from flowreg.store import open_store
-from tests.conftest import make_flows, registry_doc
+from tests.support.builders import make_flows, registry_doc
 
 N = 3000
 

@@ -14,7 +14,7 @@ import yaml
 
 from flowreg import documents, manifest
 from flowreg.errors import InvalidSpec
-from tests.conftest import EXAMPLE, make_flows, registry_doc
+from tests.support.builders import EXAMPLE, make_flows, registry_doc
 
 HEADER = ("apiVersion: flowreg.dev/v1alpha1\nkind: FlowRegistry\nmetadata:\n  name: x\n"
           "spec:\n  agentId: a\n")

@@ -12,7 +12,7 @@ from flowreg.flow import DeclaredFlows
 from flowreg.manifest import parse_object
 from flowreg.store import open_store
 from flowreg.sync import SyncEngine
-from tests.conftest import make_flows, registry_doc
+from tests.support.builders import make_flows, registry_doc
 from tests.support.embedding_server import EmbeddingServer, Failure, vector_of
 
 

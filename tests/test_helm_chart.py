@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from tests.kube.controlplane import find_testbin
+from tests.support.builders import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "flowreg"
 HA_VALUES = REPO / "tests" / "data" / "values-ha.yaml"
 

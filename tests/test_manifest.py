@@ -6,7 +6,7 @@ import pytest
 
 from flowreg import manifest
 from flowreg.errors import InvalidSpec
-from tests.conftest import EXAMPLE, make_flows, registry_doc
+from tests.support.builders import EXAMPLE, make_flows, registry_doc
 
 
 def problems_of(path) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import flowreg
-from tests.conftest import EXAMPLE, REPO
+from tests.support.builders import EXAMPLE, REPO
 
 EXPECTED = {"Checkpoint", "DeletionGuard", "EmbedderUnavailable", "Flow", "FlowregError",
             "InvalidSpec", "Registry", "ScoredFlow", "StoreIncompatible", "StoreUnavailable",

@@ -16,7 +16,7 @@ import pytest
 from flowreg.controller.config import parse_config, parse_duration
 from flowreg.controller.reconcile import Reconciler
 from flowreg.errors import InvalidSpec
-from tests.conftest import make_flows, registry_doc
+from tests.support.builders import make_flows, registry_doc
 
 
 class RecordingSink:

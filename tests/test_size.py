@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from flowreg.size import CLUSTER_BUDGET
-from tests.conftest import make_flows, registry_doc
+from tests.support.builders import make_flows, registry_doc
 
 
 def flows(n: int, words: int) -> list[dict]:

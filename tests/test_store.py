@@ -13,7 +13,7 @@ from flowreg.flow import DeclaredFlows, point_id
 from flowreg.manifest import parse_object
 from flowreg.store import FlowStore, PointWrite, open_store
 from flowreg.sync import SyncEngine
-from tests.conftest import make_flows, registry_doc
+from tests.support.builders import make_flows, registry_doc
 from tests.support.stores import backends, drop, open_backend
 
 

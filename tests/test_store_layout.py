@@ -19,7 +19,7 @@ from flowreg.store import open_store
 from flowreg.store.client import ClientStore
 from flowreg.store.edge import EdgeStore
 from flowreg.sync import SyncEngine
-from tests.conftest import make_flows, registry_doc
+from tests.support.builders import make_flows, registry_doc
 
 
 def registry(n: int, **kw):

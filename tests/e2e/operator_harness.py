@@ -35,8 +35,8 @@ from flowreg.controller.handlers import operator_memo, register
 from flowreg.controller.reconcile import Reconciler
 from flowreg.flow import Flow
 from flowreg.schema import GROUP, PLURAL, VERSION
-from tests.conftest import make_flows
 from tests.kube.controlplane import scaled
+from tests.support.builders import make_flows
 
 DRIFT_SECONDS = "1"
 T = TypeVar("T")

@@ -12,7 +12,6 @@ import yaml
 from kubernetes import client, config
 
 from flowreg.schema import GROUP, PLURAL, VERSION
-from tests.conftest import make_flows, registry_doc
 from tests.e2e.operator_harness import (
     InProcessOperator,
     delete_and_wait_gone,
@@ -21,6 +20,7 @@ from tests.e2e.operator_harness import (
     write_config,
 )
 from tests.kube.controlplane import apply_documents
+from tests.support.builders import make_flows, registry_doc
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE_NS = "flowreg-system"

@@ -14,7 +14,6 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.conftest import make_flows
 from tests.e2e.operator_harness import (
     OperatorProcess,
     create,
@@ -23,6 +22,7 @@ from tests.e2e.operator_harness import (
     write_config,
 )
 from tests.kube.controlplane import ControlPlane, free_port
+from tests.support.builders import make_flows
 from tests.support.images import Image, podman, podman_env
 
 RESTRICTED = ("--read-only", "--user", "10001:10001", "--cap-drop", "ALL",

@@ -22,7 +22,6 @@ from kubernetes import client
 
 from flowreg.schema import GROUP, PLURAL, VERSION
 from flowreg.store import FlowStore, PointWrite, open_store
-from tests.conftest import EXAMPLE, make_flows
 from tests.e2e.operator_harness import (
     InProcessOperator,
     OperatorProcess,
@@ -40,6 +39,7 @@ from tests.e2e.operator_harness import (
     write_config,
 )
 from tests.kube.controlplane import scaled
+from tests.support.builders import EXAMPLE, make_flows
 from tests.support.embedding_server import EmbeddingServer
 from tests.support.stores import points_held
 from tests.support.timings import record_timing
