@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.controlplane import IDLE_STARTUP_SECONDS, find_testbin, scaled
+from tests.support.controlplane import IDLE_STARTUP_SECONDS, find_testbin, scaled
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from tests.kube.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane
 plane = ControlPlane(Path(sys.argv[1])).start()
 print(json.dumps(plane.pids()), flush=True)
 try:

@@ -22,7 +22,10 @@ from kubernetes import client
 
 from flowreg.schema import GROUP, PLURAL, VERSION
 from flowreg.store import FlowStore, PointWrite, open_store
-from tests.e2e.operator_harness import (
+from tests.support.builders import EXAMPLE, make_flows
+from tests.support.controlplane import scaled
+from tests.support.embedding_server import EmbeddingServer
+from tests.support.operator_harness import (
     InProcessOperator,
     OperatorProcess,
     big_flows,
@@ -38,9 +41,6 @@ from tests.e2e.operator_harness import (
     wait_watching,
     write_config,
 )
-from tests.kube.controlplane import scaled
-from tests.support.builders import EXAMPLE, make_flows
-from tests.support.embedding_server import EmbeddingServer
 from tests.support.stores import points_held
 from tests.support.timings import record_timing
 
@@ -325,7 +325,7 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
     raw["stores"]["default"]["embedder"] = {"kind": "openai", "url": embeddings.base_url,
                                             "model": "test-model", "dimension": 384}
     config.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    from tests.kube.controlplane import free_port
+    from tests.support.controlplane import free_port
 
     proc = OperatorProcess(kubeconfig_path, config, namespace, tmp_path / "operator.log",
                            liveness_port=free_port(), metrics_port=free_port())

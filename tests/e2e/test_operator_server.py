@@ -17,7 +17,8 @@ import yaml
 from kubernetes import client
 
 from flowreg.schema import GROUP, PLURAL, VERSION
-from tests.e2e.operator_harness import (
+from tests.support.embedding_server import EmbeddingServer
+from tests.support.operator_harness import (
     OperatorProcess,
     big_flows,
     condition,
@@ -28,7 +29,6 @@ from tests.e2e.operator_harness import (
     wait_for,
     wait_ready,
 )
-from tests.support.embedding_server import EmbeddingServer
 from tests.support.processes import free_port
 from tests.support.qdrant_server import HOW_TO_BUILD, QdrantServer, require_binary, server_binary
 from tests.support.stores import points_held

@@ -11,8 +11,8 @@ import kopf
 from kubernetes import client
 
 from flowreg.controller.kube import KubeSink
-from tests.e2e.operator_harness import create, delete_and_wait_gone, get_registry, registry
-from tests.kube.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane
+from tests.support.operator_harness import create, delete_and_wait_gone, get_registry, registry
 
 
 def admin_credentials(kubeconfig: Path) -> kopf.ConnectionInfo:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.kube.controlplane import SERVICE_IP, ControlPlane, free_port, scaled
+from tests.support.controlplane import SERVICE_IP, ControlPlane, free_port, scaled
 from tests.support.processes import command_lines, die_with_parent, stop_group
 
 NODE_BINARIES = ("kube-controller-manager", "kube-scheduler", "kubelet")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.controlplane import find_testbin
 from tests.support.builders import REPO
+from tests.support.controlplane import find_testbin
 
 CHART = REPO / "helm" / "flowreg"
 HA_VALUES = REPO / "tests" / "data" / "values-ha.yaml"

@@ -35,8 +35,8 @@ from flowreg.controller.handlers import operator_memo, register
 from flowreg.controller.reconcile import Reconciler
 from flowreg.flow import Flow
 from flowreg.schema import GROUP, PLURAL, VERSION
-from tests.kube.controlplane import scaled
 from tests.support.builders import make_flows
+from tests.support.controlplane import scaled
 
 DRIFT_SECONDS = "1"
 T = TypeVar("T")

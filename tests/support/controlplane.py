@@ -168,7 +168,7 @@ class ControlPlane:
     """etcd + kube-apiserver, with an admin kubeconfig.
 
     By default the apiserver listens on loopback and runs no pods (no ServiceAccount admission).
-    For a node (tests/kube/node.py), ``address`` is a host-only bridge's address that pods can
+    For a node (tests/support/node.py), ``address`` is a host-only bridge's address that pods can
     reach, and ``pods`` turns ServiceAccount admission on (pods get their token volumes).
     """
 
