@@ -5,7 +5,7 @@
 Prints the image's size (uncompressed, as `podman images` reports it, and gzip-compressed, as
 a registry would store it), the build time (warm: the cache holds it; ``--cold``: the base and
 the image are removed first and rebuilt, pip downloads included), the time a restricted
-``podman run ... --version`` takes, and on a node (tests/kube/node.py) the seconds from
+``podman run ... --version`` takes, and on a node (tests/support/node.py) the seconds from
 ``helm install`` to a Ready operator pod, ``--repeat`` times (install, wait, uninstall).
 Targets (issue 13): image <= 250 MB; pod Ready <= 60 s after helm install on a warm cache.
 Needs root and the tools of hack/container-tools.sh, and hack/testbin.sh's binaries.
@@ -20,9 +20,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.kube.controlplane import find_testbin
-from tests.kube.node import NodeCluster, missing
+from tests.support.controlplane import find_testbin
 from tests.support.images import build, missing_tools, podman
+from tests.support.node import NodeCluster, missing
 
 REPO = Path(__file__).resolve().parents[1]
 

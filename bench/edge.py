@@ -23,56 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.flows import change_one_percent, make_registry, split_registry
-from bench.systems import Phase, make_embedder, median
+from bench.measure import Phase, make_embedder, median
 from flowreg.embed.base import CountingEmbedder
 from flowreg.flow import point_id
 from flowreg.store import SNAPSHOT_FIELDS, open_store, payload_of
 from flowreg.sync import SyncEngine
 
-COLD = """
-import asyncio, json, sys, time
-t0 = time.perf_counter()
-from flowreg.store import open_store
-store = open_store(sys.argv[1])
-snap = asyncio.run(store.snapshot(sys.argv[2]))
-print(json.dumps({"wall": time.perf_counter() - t0, "points": len(snap)}))
-"""
-
-NOOP = """
-import asyncio, json, sys, time
-from bench.flows import change_one_percent, make_registry, split_registry
-from flowreg.embed import HashingEmbedder
-from flowreg.store import open_store
-from flowreg.sync import SyncEngine
-registry = change_one_percent(make_registry(int(sys.argv[2])))  # what the store holds by now
-engine = SyncEngine(open_store(sys.argv[1]), HashingEmbedder(384))
-t0 = time.perf_counter()
-report = asyncio.run(engine.apply(registry))
-wall = time.perf_counter() - t0
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"wall": wall, "changes": report.change_count, "rss_mib": int(hwm) / 1024}))
-"""
-
-SEVERAL = """
-import asyncio, json, sys, time
-from bench.flows import make_registry, split_registry
-from flowreg.embed import HashingEmbedder
-from flowreg.store import open_store
-from flowreg.sync import SyncEngine
-location, n, k, only = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "one"
-registries = split_registry(make_registry(n), k)[:1 if only else k]
-engine = SyncEngine(open_store(location), HashingEmbedder(384))
-async def main():
-    changes = 0
-    for registry in registries:
-        changes += (await engine.apply(registry)).change_count
-    return changes
-t0 = time.perf_counter()
-changes = asyncio.run(main())
-wall = time.perf_counter() - t0
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"wall": wall, "changes": changes, "rss_mib": int(hwm) / 1024}))
-"""
 REGISTRIES = 5
 
 
@@ -87,7 +43,7 @@ async def several_registries(n: int) -> list[dict[str, Any]]:
     results = []
     for scope in ("all", "one"):
         out = json.loads(subprocess.run(
-            [sys.executable, "-c", SEVERAL, location, str(n), str(REGISTRIES), scope],
+            [sys.executable, "-m", "bench.edge_several", location, str(n), str(REGISTRIES), scope],
             capture_output=True, text=True, check=True).stdout)
         assert out["changes"] == 0
         what = (f"all {REGISTRIES} registries" if scope == "all"
@@ -144,14 +100,16 @@ async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
         await engine.apply(registry)
     results += [{**median(noops), "rss_mib": rss}, phase.result(), median(floors)]
     await store.close()
-    cold = json.loads(subprocess.run([sys.executable, "-c", COLD, location, "bench_agent"],
+    cold = json.loads(subprocess.run([sys.executable, "-m", "bench.edge_cold", location,
+                                      "bench_agent"],
                                      capture_output=True, text=True, check=True).stdout)
     assert cold["points"] == n
     results.append({"phase": "cold open + snapshot (new process)", "wall": cold["wall"],
                     "emb_calls": 0, "emb_texts": 0, "q_calls": 0, "q_writes": 0})
     if embedder_kind == "hashing":
-        noop = json.loads(subprocess.run([sys.executable, "-c", NOOP, location, str(n)],
-                                         capture_output=True, text=True, check=True).stdout)
+        noop = json.loads(subprocess.run(
+            [sys.executable, "-m", "bench.edge_noop", location, str(n)],
+            capture_output=True, text=True, check=True).stdout)
         assert noop["changes"] == 0
         results.append({"phase": "no-op re-apply (new process)", "wall": noop["wall"],
                         "emb_calls": 0, "emb_texts": 0, "q_calls": 0, "q_writes": 0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from flowreg.flow import Flow, Registry
+from flowreg.flow import DeclaredFlows, Flow
 
 _TEXT = ("account balance payment refund card transfer invoice budget savings loan rate "
          "currency dispute limit statement deposit withdraw freeze replace confirm verify "
@@ -27,24 +27,24 @@ def make_flow(i: int, rng: random.Random, salt: str = "") -> Flow:
     )
 
 
-def make_registry(n: int, seed: int = 7, agent: str = "bench_agent") -> Registry:
+def make_registry(n: int, seed: int = 7, agent: str = "bench_agent") -> DeclaredFlows:
     rng = random.Random(seed)
-    return Registry(agent_id=agent, owner="bench/registry",
+    return DeclaredFlows(agent_id=agent, owner="bench/registry",
                     flows=tuple(make_flow(i, rng) for i in range(n)))
 
 
-def change_one_percent(registry: Registry) -> Registry:
+def change_one_percent(registry: DeclaredFlows) -> DeclaredFlows:
     """Every hundredth flow gets a new description (so its text is re-embedded)."""
     flows = list(registry.flows)
     for i in range(0, len(flows), 100):
         f = flows[i]
         flows[i] = Flow(f.name, "changed: " + f.description, f.examples, f.conditions,
                         f.blueprint)
-    return Registry(registry.agent_id, registry.owner, tuple(flows))
+    return DeclaredFlows(registry.agent_id, registry.owner, tuple(flows))
 
 
-def split_registry(registry: Registry, k: int) -> list[Registry]:
+def split_registry(registry: DeclaredFlows, k: int) -> list[DeclaredFlows]:
     """``registry``'s flows as ``k`` registries of the same agent (owners ``<owner>-<j>``)."""
     size = -(-len(registry.flows) // k)
-    return [Registry(registry.agent_id, f"{registry.owner}-{j}",
+    return [DeclaredFlows(registry.agent_id, f"{registry.owner}-{j}",
                      registry.flows[j * size:(j + 1) * size]) for j in range(k)]

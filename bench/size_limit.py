@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.kube.controlplane import ControlPlane, apply_file, find_testbin
+from tests.support.controlplane import ControlPlane, apply_file, find_testbin
 
 from bench.flows import make_flow
 

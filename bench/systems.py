@@ -11,89 +11,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import resource
-import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
+from bench.edge import run_edge
 from bench.flows import change_one_percent, make_registry
+from bench.measure import Phase, count_calls, make_embedder, median
 from flowreg.embed import HashingEmbedder
 from flowreg.embed.base import CountingEmbedder
-from flowreg.embed.openai import OpenAIEmbedder
-from flowreg.flow import Registry, point_id
+from flowreg.flow import DeclaredFlows, point_id
 from flowreg.store import SNAPSHOT_FIELDS, is_url, payload_of
 from flowreg.store.client import ClientStore
 from flowreg.sync import SyncEngine
-
-COUNTED = ("scroll", "upsert", "delete", "retrieve", "batch_update_points", "overwrite_payload",
-           "set_payload", "create_collection", "collection_exists", "get_collection", "count",
-           "query_points", "search")
-WRITES = ("upsert", "delete", "batch_update_points", "overwrite_payload", "set_payload")
-
-
-def count_calls(client: Any) -> Counter[str]:
-    """Count calls of the client's Qdrant methods (sync or async) on this instance."""
-    counts: Counter[str] = Counter()
-    for name in COUNTED:
-        method = getattr(client, name, None)
-        if method is None:
-            continue
-        if asyncio.iscoroutinefunction(method):
-            async def wrapped_async(*a: Any, _m: Any = method, _n: str = name,
-                                    **k: Any) -> Any:
-                counts[_n] += 1
-                return await _m(*a, **k)
-            setattr(client, name, wrapped_async)
-        else:
-            def wrapped(*a: Any, _m: Any = method, _n: str = name, **k: Any) -> Any:
-                counts[_n] += 1
-                return _m(*a, **k)
-            setattr(client, name, wrapped)
-    return counts
-
-
-def make_embedder(kind: str, url: str | None) -> Any:
-    if kind == "hashing":
-        return HashingEmbedder(384)
-    assert url, "the latency embedder needs the server URL"
-    # flowreg's defaults: 100 texts a request (one request per batch), 4 requests in flight.
-    return OpenAIEmbedder(url, "bench-model", dimension=384, api_key_env=None)
-
-
-class Phase:
-    """Measures one phase: wall time, embedding calls/texts, Qdrant calls/writes."""
-
-    def __init__(self, name: str, counts: Counter[str], emb: CountingEmbedder) -> None:
-        self.name, self.counts, self.emb = name, counts, emb
-
-    def __enter__(self) -> Phase:
-        self.c0, self.e0 = self.counts.copy(), (self.emb.calls, self.emb.texts)
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.t0
-
-    def result(self) -> dict[str, Any]:
-        calls = self.counts - self.c0
-        return {"phase": self.name, "wall": self.wall,
-                "emb_calls": self.emb.calls - self.e0[0],
-                "emb_texts": self.emb.texts - self.e0[1],
-                "q_calls": sum(calls.values()),
-                "q_writes": sum(calls[w] for w in WRITES)}
-
-
-def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median wall time, with every run's wall time in ``runs``."""
-    ordered = sorted(runs, key=lambda r: r["wall"])
-    return {**ordered[len(ordered) // 2], "runs": [r["wall"] for r in runs]}
 
 
 def open_async(location: str) -> AsyncQdrantClient:
@@ -207,7 +142,7 @@ async def run_naive(n: int, embedder_kind: str, url: str | None,
     return results
 
 
-async def naive_sync(client: AsyncQdrantClient, emb: CountingEmbedder, reg: Registry) -> None:
+async def naive_sync(client: AsyncQdrantClient, emb: CountingEmbedder, reg: DeclaredFlows) -> None:
     remote: dict[str, tuple[str, str]] = {}
     offset: Any = None
     while True:
@@ -275,7 +210,7 @@ def run_langchain(n: int, embedder_kind: str, url: str | None,
     manager = InMemoryRecordManager(namespace="qdrant/flows")
     manager.create_schema()
 
-    def docs(reg: Registry) -> list[Any]:
+    def docs(reg: DeclaredFlows) -> list[Any]:
         return [Document(page_content=f.embedding_text,
                          metadata={"name": f.name, "agent_id": reg.agent_id,
                                    "checksum": f.content_checksum}) for f in reg.flows]
@@ -292,11 +227,5 @@ def run_langchain(n: int, embedder_kind: str, url: str | None,
     return results
 
 
-def _run_edge(*args: Any, **kwargs: Any) -> Any:
-    from bench.edge import run_edge
-
-    return run_edge(*args, **kwargs)
-
-
 RUNNERS: dict[str, Callable[..., Any]] = {
-    "flowreg": run_flowreg, "edge": _run_edge, "naive": run_naive, "langchain": run_langchain}
+    "flowreg": run_flowreg, "edge": run_edge, "naive": run_naive, "langchain": run_langchain}

@@ -12,33 +12,7 @@ import yaml
 from tests.support.qdrant_server import stop_session_server
 from tests.support.skips import LOUD
 from tests.support.stores import backends, drop, open_backend
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "finance-bot.yaml"
-
-
-def registry_doc(flows: list[dict[str, Any]], *, name: str = "bot", agent: str = "agent_1",
-                 namespace: str = "default", **spec: Any) -> dict[str, Any]:
-    """A FlowRegistry manifest as a dict."""
-    return {
-        "apiVersion": "flowreg.dev/v1alpha1",
-        "kind": "FlowRegistry",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"agentId": agent, **spec, "flows": flows},
-    }
-
-
-def make_flows(n: int, *, prefix: str = "flow", salt: str = "") -> list[dict[str, Any]]:
-    """``n`` distinct valid flows."""
-    return [
-        {
-            "name": f"{prefix}_{i:05d}",
-            "description": f"Handle request kind {i} {salt}".strip(),
-            "examples": [f"please do thing {i}", f"I want {i} done"],
-            "conditions": ["user is authenticated"],
-        }
-        for i in range(n)
-    ]
+from tests.support.timings import TIMINGS
 
 
 @pytest.fixture
@@ -79,6 +53,10 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TIMINGS:
+        terminalreporter.section("e2e timings")
+        for what, seconds in TIMINGS.items():
+            terminalreporter.line(f"{what}: {seconds:.2f} s")
     if LOUD:
         terminalreporter.section("NOT TESTED ON THIS MACHINE", sep="!", red=True, bold=True)
         for reason in LOUD:

@@ -10,8 +10,9 @@ there is no global registry.
 Stores are named as on the command line: a directory (embedded Qdrant Edge, the default
 ``.flowreg/qdrant``), an ``http(s)://`` Qdrant URL (key from ``$QDRANT_API_KEY``), or
 ``:memory:``. Embedders are ``"hashing"`` (default), ``"wordllama"``, a mapping as in the
-operator's configuration, or any object with ``identity``, ``dimension``, ``embed`` and
-``aclose``.
+operator's configuration, or any object satisfying the ``Embedder`` protocol
+(``flowreg.embed.base``: ``identity``, ``dimension``, ``concurrency``, ``probe``, ``embed``,
+``aclose``); the sync closes it when done.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowreg import schema
 from flowreg.embed.base import Embedder
-from flowreg.embed.factory import make_embedder
 from flowreg.flow import Flow
 from flowreg.history import Checkpoint, RunHistory
-from flowreg.manifest import Declaration, parse_object
+from flowreg.manifest import ALLOW_EMPTY_PATH, MAX_DELETIONS_PATH, Declaration, parse_object
 from flowreg.report import SyncReport
 from flowreg.schema import API_VERSION, KIND
 from flowreg.store import DEFAULT_COLLECTION, DEFAULT_LOCATION, ScoredFlow, open_store
-from flowreg.sync import SyncEngine
+from flowreg.sync import EngineConfig, SyncEngine
 
 EmbedderLike = str | Mapping[str, Any] | Embedder
 
@@ -48,8 +49,8 @@ class Registry:
     name: str = "flows"
     namespace: str = "default"
     prune: bool = True
-    max_deletions: int = 25
-    allow_empty: bool = False
+    max_deletions: int = schema.default(MAX_DELETIONS_PATH)
+    allow_empty: bool = schema.default(ALLOW_EMPTY_PATH)
     extra_spec: Mapping[str, Any] = field(default_factory=dict)
 
     def to_manifest(self) -> dict[str, Any]:
@@ -90,11 +91,8 @@ async def sync_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
     another registry's flows are in the report, not raised.
     """
     decl = registry.validated()
-    engine = _engine(store, collection, embedder, history)
-    try:
+    async with SyncEngine.open(_config(store, collection, embedder, history)) as engine:
         return await engine.apply(decl.registry, decl.policy, deep=deep)
-    finally:
-        await _close(engine)
 
 
 def sync_registry_blocking(registry: Registry, **options: Any) -> SyncReport:
@@ -107,11 +105,8 @@ async def plan_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
                deep: bool = False) -> SyncReport:
     """What ``sync_registry`` would do, as a dry-run report; writes nothing."""
     decl = registry.validated()
-    engine = _engine(store, collection, embedder, None)
-    try:
+    async with SyncEngine.open(_config(store, collection, embedder, None)) as engine:
         return (await engine.plan(decl.registry, decl.policy, deep=deep)).report
-    finally:
-        await _close(engine)
 
 
 async def export_registry(agent_id: str, *, store: str = DEFAULT_LOCATION,
@@ -131,11 +126,8 @@ async def query_flows(agent_id: str, text: str, *, limit: int = 5, store: str = 
                 collection: str = DEFAULT_COLLECTION,
                 embedder: EmbedderLike = "hashing") -> list[ScoredFlow]:
     """The flows of ``agent_id`` that ``text`` selects, best first (see ``flowreg query``)."""
-    engine = _engine(store, collection, embedder, None)
-    try:
+    async with SyncEngine.open(_config(store, collection, embedder, None)) as engine:
         return await engine.query(agent_id, text, limit)
-    finally:
-        await _close(engine)
 
 
 def latest_checkpoint(history: str | Path, run_id: str | None = None) -> Checkpoint | None:
@@ -148,21 +140,11 @@ def latest_checkpoint(history: str | Path, run_id: str | None = None) -> Checkpo
     return None if run is None else Checkpoint(run.run_id, run.done, run.total, run.error)
 
 
-def _engine(store: str, collection: str, embedder: EmbedderLike,
-            history: str | Path | None) -> SyncEngine:
-    if isinstance(embedder, str):
-        embedder = make_embedder({"kind": embedder})
-    elif isinstance(embedder, Mapping):
-        embedder = make_embedder(embedder)
-    return SyncEngine(open_store(store, collection), embedder,
-                      history=RunHistory(str(history)) if history is not None else None)
-
-
-async def _close(engine: SyncEngine) -> None:
-    await engine.store.close()
-    await engine.embedder.aclose()
-    if engine.history is not None:
-        engine.history.close()
+def _config(store: str, collection: str, embedder: EmbedderLike,
+            history: str | Path | None) -> EngineConfig:
+    return EngineConfig(store, collection,
+                        embedder={"kind": embedder} if isinstance(embedder, str) else embedder,
+                        history=str(history) if history is not None else None)
 
 
 def _normalised(flow: Flow) -> Flow:

@@ -17,19 +17,14 @@ Format, version 1::
 
 The schema (in the CRD) checks the shape; ``check`` here checks the meaning: ids are unique,
 every ``entry``/``next``/``to``/``onError`` names a step (or ``end``), and every step is
-reachable from the entry. Handler bodies stay in code: ``bind`` resolves handler and predicate
-names against a table of callables and refuses a blueprint whose names are not all there.
-``fingerprint`` identifies a blueprint; ``check_state`` refuses saved execution state that was
-made under a different blueprint, so state is never loaded into the wrong definition.
+reachable from the entry. Handler bodies stay in code; a blueprint only names them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from flowreg.checksum import sha256_of
 
 SUPPORTED_VERSIONS = (1,)
 END = "end"
@@ -75,63 +70,6 @@ def check(blueprint: Mapping[str, Any]) -> list[BlueprintProblem]:
             problems.append(BlueprintProblem(
                 f"steps[{index}]", f'step "{step["id"]}" is unreachable from "{entry}"'))
     return problems
-
-
-def fingerprint(blueprint: Mapping[str, Any]) -> str:
-    """``sha256:<64 hex>`` identifying the blueprint's structure."""
-    return sha256_of(blueprint)
-
-
-def handler_names(blueprint: Mapping[str, Any]) -> set[str]:
-    """Every handler and predicate name the blueprint uses."""
-    names: set[str] = set()
-    for step in blueprint.get("steps") or []:
-        names.add(step["handler"])
-        names.update(branch["when"] for branch in step.get("branches") or [])
-    return names
-
-
-@dataclass(frozen=True)
-class BoundBlueprint:
-    """A blueprint whose every name is bound to a callable, ready to be executed by a runner."""
-
-    blueprint: Mapping[str, Any]
-    handlers: Mapping[str, Callable[..., Any]]
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.blueprint)
-
-    def save_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        """Wrap execution state with the fingerprint of the blueprint it was made under."""
-        return {"blueprint": self.fingerprint, "state": dict(state)}
-
-    def load_state(self, saved: Mapping[str, Any]) -> dict[str, Any]:
-        """The state saved by ``save_state``; raises ``ValueError`` if made under another one."""
-        check_state(saved, self.blueprint)
-        return dict(saved["state"])
-
-
-def bind(blueprint: Mapping[str, Any],
-         handlers: Mapping[str, Callable[..., Any]]) -> BoundBlueprint:
-    """Bind a valid blueprint to callables; raises ``ValueError`` naming every missing one."""
-    problems = check(blueprint)
-    if problems:
-        raise ValueError("; ".join(f"{p.field}: {p.message}" for p in problems))
-    missing = sorted(handler_names(blueprint) - set(handlers))
-    if missing:
-        raise ValueError(f"no handler registered for: {', '.join(missing)}")
-    return BoundBlueprint(blueprint, dict(handlers))
-
-
-def check_state(saved: Mapping[str, Any], blueprint: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` unless ``saved`` was made under exactly this blueprint."""
-    made_under = saved.get("blueprint")
-    expected = fingerprint(blueprint)
-    if made_under != expected:
-        raise ValueError(
-            f"saved state belongs to blueprint {made_under}, not to {expected}; "
-            "refusing to load it into a different definition")
 
 
 def _references(blueprint: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

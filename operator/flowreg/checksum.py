@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 import orjson
 
 PREFIX = "sha256:"
-CHECKSUM_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -55,7 +53,3 @@ def sha256_text(text: str) -> str:
     """``sha256:<64 hex>`` of a UTF-8 text."""
     return PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-
-def is_checksum(value: object) -> bool:
-    """True for a well-formed ``sha256:<64 lowercase hex>`` string."""
-    return isinstance(value, str) and CHECKSUM_PATTERN.match(value) is not None

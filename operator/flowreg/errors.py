@@ -23,6 +23,23 @@ class ExitCode(IntEnum):
     EMBEDDER_UNAVAILABLE = 7
 
 
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.INTERNAL: "internal error (a bug: please report it)",
+    ExitCode.USAGE: "usage error",
+    ExitCode.INVALID_INPUT: "invalid input (schema, checksum, blueprint, input over a limit "
+                            "below, or no FlowRegistry document at all); nothing was written",
+    ExitCode.STORE_UNAVAILABLE: "store unavailable (unreachable server, embedded store in use "
+                                "by another process, incompatible collection)",
+    ExitCode.SAFETY_GUARD: "refused by a safety guard (empty registry, too many deletions); "
+                           "nothing was written",
+    ExitCode.CONFLICT: "conflict: declared flows belong to another registry (they were left "
+                       "untouched; the rest was applied)",
+    ExitCode.EMBEDDER_UNAVAILABLE: "embedder unavailable",
+}
+"""What each exit code means: the one table (README.md's equals it; a test checks)."""
+
+
 class FlowregError(Exception):
     """Base of every error flowreg raises on purpose.
 

@@ -135,8 +135,8 @@ class SyncPolicy:
 
 
 @dataclass(frozen=True)
-class Registry:
-    """A FlowRegistry: the flows one owner declares for one agent.
+class DeclaredFlows:
+    """What a FlowRegistry declares, as the engine syncs it: one owner's flows for one agent.
 
     ``owner`` identifies the declaring registry (``namespace/name``); points written for it
     carry it, and flowreg never overwrites or deletes points of another owner.

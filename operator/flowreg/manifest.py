@@ -17,10 +17,12 @@ from flowreg import blueprint as blueprints
 from flowreg import documents, schema
 from flowreg.documents import Document, PathKey
 from flowreg.errors import InvalidSpec, Problem
-from flowreg.flow import Flow, Registry, SyncPolicy
+from flowreg.flow import DeclaredFlows, Flow, SyncPolicy
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 INTERVAL_PATH: PathKey = ("spec", "interval")
+MAX_DELETIONS_PATH: PathKey = ("spec", "deletionGuard", "maxDeletions")
+ALLOW_EMPTY_PATH: PathKey = ("spec", "deletionGuard", "allowEmpty")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 __all__ = ["Declaration", "Document", "load", "manifest_files", "parse_document",
@@ -29,17 +31,20 @@ __all__ = ["Declaration", "Document", "load", "manifest_files", "parse_document"
 
 @dataclass(frozen=True)
 class Declaration:
-    """A validated FlowRegistry: the registry, its sync policy, and where it came from."""
+    """A validated FlowRegistry: the registry, its sync policy, and where it came from.
 
-    registry: Registry
+    Every field the manifest leaves out holds the CRD's default.
+    """
+
+    registry: DeclaredFlows
     policy: SyncPolicy
     name: str
     namespace: str
-    source: str = ""
-    store: str = "default"
-    deletion_policy: str = "Delete"
-    suspend: bool = False
-    interval: str = "10m"
+    source: str
+    store: str
+    deletion_policy: str
+    suspend: bool
+    interval: str
 
 
 def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -171,17 +176,16 @@ def parse_document(doc: Document, *, verify_checksums: bool = True, minimums: bo
         return None, problems
     guard = spec.get("deletionGuard") or {}
     policy = SyncPolicy(
-        prune=spec.get("prune", True),
-        max_deletions=guard.get("maxDeletions", 25),
-        allow_empty=guard.get("allowEmpty", False),
+        prune=spec["prune"],
+        max_deletions=guard.get("maxDeletions", schema.default(MAX_DELETIONS_PATH)),
+        allow_empty=guard.get("allowEmpty", schema.default(ALLOW_EMPTY_PATH)),
     )
-    registry = Registry(agent_id=spec["agentId"], owner=f"{namespace}/{meta['name']}",
+    registry = DeclaredFlows(agent_id=spec["agentId"], owner=f"{namespace}/{meta['name']}",
                         flows=tuple(flows))
     return Declaration(
         registry=registry, policy=policy, name=meta["name"], namespace=namespace,
-        source=doc.source, store=spec.get("store", "default"),
-        deletion_policy=spec.get("deletionPolicy", "Delete"),
-        suspend=spec.get("suspend", False), interval=spec.get("interval", "10m"),
+        source=doc.source, store=spec["store"], deletion_policy=spec["deletionPolicy"],
+        suspend=spec["suspend"], interval=spec["interval"],
     ), []
 
 

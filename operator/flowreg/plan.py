@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from flowreg.errors import DeletionGuard
-from flowreg.flow import Flow, Registry, Snapshot, StoredPoint, SyncPolicy, point_id
+from flowreg.flow import DeclaredFlows, Flow, Snapshot, StoredPoint, SyncPolicy, point_id
 
 
 class VectorSource(str, Enum):
@@ -94,7 +94,7 @@ class Plan:
         return tuple(r for r in self.deletes if r.reason is RemovalReason.UNDECLARED)
 
 
-def plan_sync(registry: Registry, points: Snapshot | Iterable[StoredPoint], embedder: str,
+def plan_sync(registry: DeclaredFlows, points: Snapshot | Iterable[StoredPoint], embedder: str,
               policy: SyncPolicy | None = None, *, verify_ids: bool = True) -> Plan:
     """The minimum set of changes that makes the store hold exactly ``registry``'s flows.
 
@@ -203,7 +203,7 @@ def plan_sync(registry: Registry, points: Snapshot | Iterable[StoredPoint], embe
     )
 
 
-def guard(plan: Plan, registry: Registry, policy: SyncPolicy) -> None:
+def guard(plan: Plan, registry: DeclaredFlows, policy: SyncPolicy) -> None:
     """Refuse, with ``DeletionGuard``, a plan that deletes more than ``policy`` allows."""
     pruned = plan.pruned
     if not pruned:

@@ -57,11 +57,22 @@ class SyncReport:
         if shown:
             text += f" ({shown})"
         if self.conflicts:
-            held = ", ".join(f"{c['flow']} (owned by {c['owner']})" for c in self.conflicts[:5])
-            text += f"; {len(self.conflicts)} conflict(s): {held}"
+            text += f"; {len(self.conflicts)} conflict(s): {self.conflict_owners()}"
         if self.kept:
             text += f"; {len(self.kept)} undeclared flow(s) kept (prune is off)"
         return text
+
+    def conflict_owners(self, limit: int = 5) -> str:
+        """``a (owned by ns/x), b (owned by ns/y) and 3 more``: the first ``limit`` conflicts."""
+        owners = ", ".join(f"{c['flow']} (owned by {c['owner']})"
+                           for c in self.conflicts[:limit])
+        more = len(self.conflicts) - limit
+        return owners + (f" and {more} more" if more > 0 else "")
+
+    def conflict_message(self) -> str:
+        """The one sentence that says a sync met conflicts (the CLI's error, the status)."""
+        return (f"{len(self.conflicts)} declared flow(s) belong to another registry and were "
+                f"left untouched: {self.conflict_owners()}")
 
     def to_dict(self, max_names: int | None = None) -> dict[str, Any]:
         """Plain data; with ``max_names``, name lists are cut and their full counts added."""

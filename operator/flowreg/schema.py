@@ -120,6 +120,19 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def default(path: Path_) -> Any:
+    """The CRD's ``default`` for the field at ``path`` (e.g. ``("spec", "interval")``).
+
+    Raises ``KeyError`` naming the path if the CRD declares no default there.
+    """
+    node: dict[str, Any] = object_schema()
+    for key in path:
+        node = node.get("properties", {}).get(key) or {}
+    if "default" not in node:
+        raise KeyError(f"the CRD declares no default for {'.'.join(map(str, path))}")
+    return json.loads(json.dumps(node["default"]))
+
+
 def minimum_duration(path: Path_) -> float | None:
     """The minimum the CRD's CEL rules set for the duration at ``path`` (seconds), if any."""
     for where, seconds, _, _ in _compiled().minimum_durations:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import orjson
 
-from flowreg.flow import Registry
+from flowreg.flow import DeclaredFlows
 
 CLUSTER_BUDGET = 1_000_000
 """Bytes of compact JSON a FlowRegistry may have and still be stored by a default cluster."""
 
 
-def manifest_bytes(registry: Registry, name: str, namespace: str) -> int:
+def manifest_bytes(registry: DeclaredFlows, name: str, namespace: str) -> int:
     """The size of the registry's manifest as compact JSON (what the apiserver receives)."""
     doc = {"apiVersion": "flowreg.dev/v1alpha1", "kind": "FlowRegistry",
            "metadata": {"name": name, "namespace": namespace},
@@ -33,7 +33,7 @@ def manifest_bytes(registry: Registry, name: str, namespace: str) -> int:
     return len(orjson.dumps(doc))
 
 
-def cluster_size_warning(registry: Registry, name: str, namespace: str,
+def cluster_size_warning(registry: DeclaredFlows, name: str, namespace: str,
                          source: str = "") -> str | None:
     """A warning naming size, budget and the remedy if the registry is too large for a
     cluster; ``None`` if it fits."""

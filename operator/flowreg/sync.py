@@ -16,22 +16,53 @@ import inspect
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from flowreg.embed.base import CountingEmbedder, Embedder
+from flowreg.embed.factory import make_embedder
 from flowreg.errors import DeletionGuard, EmbedderUnavailable, FlowregError, InvalidSpec
-from flowreg.flow import Registry, SyncPolicy
+from flowreg.flow import DeclaredFlows, SyncPolicy
 from flowreg.history import Checkpoint, RunHistory
 from flowreg.plan import Plan, Removal, RemovalReason, VectorSource, Write, guard, plan_sync
 from flowreg.report import SyncReport
-from flowreg.store import FlowStore, PointWrite, ScoredFlow, chunks, payload_of
+from flowreg.store import (
+    DEFAULT_COLLECTION,
+    DEFAULT_LOCATION,
+    FlowStore,
+    PointWrite,
+    ScoredFlow,
+    chunks,
+    open_store,
+    payload_of,
+)
 
 DEFAULT_BATCH_SIZE = 100
 MIN_LOOKAHEAD = 2
 """Batches whose embeddings are requested ahead of the batch being written, at least; an
 embedder that serves several calls at once (``concurrency``) gets that many."""
 ProgressFn = Callable[[Checkpoint], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What ``SyncEngine.open`` opens: a store, an embedder and (optionally) a run history.
+
+    ``location`` and ``collection`` are as ``open_store`` takes them (with ``api_key``,
+    ``timeout`` and ``page_size``); ``embedder`` is a configuration for ``make_embedder``
+    (``None``: the hashing default) or an ``Embedder`` the engine then owns; ``history`` is the
+    path of a run-history SQLite file (``None``: no history).
+    """
+
+    location: str = DEFAULT_LOCATION
+    collection: str = DEFAULT_COLLECTION
+    embedder: Mapping[str, Any] | Embedder | None = None
+    history: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    api_key: str | None = None
+    timeout: float = 30.0
+    page_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +93,31 @@ class SyncEngine:
         self.batch_size = batch_size
         self.lookahead = max(MIN_LOOKAHEAD, self.embedder.concurrency)
 
-    async def plan(self, registry: Registry, policy: SyncPolicy | None = None, *,
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, config: EngineConfig) -> AsyncIterator[SyncEngine]:
+        """``async with SyncEngine.open(config) as engine``: the engine and what it owns.
+
+        Opens the embedder, the store and the history in that order, and closes every one
+        that opened when the block ends or a later one fails to open (the store's close
+        releases an embedded store's directory lock). Raises what ``make_embedder``,
+        ``open_store`` and ``RunHistory`` raise.
+        """
+        async with contextlib.AsyncExitStack() as owned:
+            embedder = make_embedder(config.embedder) \
+                if config.embedder is None or isinstance(config.embedder, Mapping) \
+                else config.embedder
+            owned.push_async_callback(embedder.aclose)
+            store = open_store(config.location, config.collection, api_key=config.api_key,
+                               timeout=config.timeout, page_size=config.page_size)
+            owned.push_async_callback(store.close)
+            history = None
+            if config.history is not None:
+                history = RunHistory(config.history)
+                owned.callback(history.close)
+            yield cls(store, embedder, history=history, batch_size=config.batch_size)
+
+    async def plan(self, registry: DeclaredFlows, policy: SyncPolicy | None = None, *,
                    deep: bool = False) -> PlannedSync:
         """What ``apply`` would do, without writing anything (the guard is not applied)."""
         policy = policy or SyncPolicy()
@@ -73,7 +128,7 @@ class SyncEngine:
         report = _report_of(plan, SyncReport(registry.agent_id, registry.owner, dry_run=True))
         return PlannedSync(plan, report)
 
-    async def apply(self, registry: Registry, policy: SyncPolicy | None = None, *,
+    async def apply(self, registry: DeclaredFlows, policy: SyncPolicy | None = None, *,
                     deep: bool = False, progress: ProgressFn | None = None,
                     on_plan: Callable[[Plan], Awaitable[None]] | None = None) -> SyncReport:
         """Make the store hold exactly ``registry``'s flows (for its owner) and report it.
@@ -122,7 +177,7 @@ class SyncEngine:
             self.history.finish(run_id, "succeeded", report=report.to_dict(max_names=50))
         return report
 
-    async def _plan(self, registry: Registry, policy: SyncPolicy, deep: bool) -> Plan:
+    async def _plan(self, registry: DeclaredFlows, policy: SyncPolicy, deep: bool) -> Plan:
         # The snapshot is freed before the collector resumes (see _no_gc).
         # Only what the plan reads: the registry's own points, and others' under its names.
         snapshot = await self.store.snapshot(registry.agent_id, deep=deep, owner=registry.owner,
@@ -132,14 +187,7 @@ class SyncEngine:
 
     async def dimension(self) -> int:
         """The embedder's vector size, asking the backend once if it is not configured."""
-        try:
-            return self.embedder.dimension
-        except Exception:
-            probe = getattr(self.embedder.inner, "probe", None)
-            if probe is None:
-                raise
-            await probe()
-            return self.embedder.dimension
+        return await self.embedder.probe()
 
     async def query(self, agent_id: str, text: str, limit: int = 5) -> list[ScoredFlow]:
         """The flows of ``agent_id`` that ``text`` selects, best first, with cosine scores.

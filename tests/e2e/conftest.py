@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from tests.kube.controlplane import (
+from tests.support.controlplane import (
     ControlPlane,
     apply_file,
     find_testbin,

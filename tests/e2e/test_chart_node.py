@@ -1,6 +1,6 @@
 """What a user does: ``helm install`` the chart on a real node, apply the examples, wait.
 
-The node is real (tests/kube/node.py): the chart's Deployment becomes a pod that the scheduler
+The node is real (tests/support/node.py): the chart's Deployment becomes a pod that the scheduler
 places and the kubelet runs in containerd, from the image built by the Dockerfile, under the
 restricted Pod Security profile, its probes answered by the operator. The store is the Qdrant
 server the suite builds (an embedded store on the pod's emptyDir where no server is built).
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.operator_harness import metric_value
-from tests.kube.controlplane import find_testbin, scaled
-from tests.kube.node import NodeCluster, missing, run
+from tests.support.controlplane import find_testbin, scaled
 from tests.support.images import Image, build
+from tests.support.node import NodeCluster, missing, run
+from tests.support.operator_harness import metric_value
 from tests.support.processes import command_lines
 from tests.support.qdrant_server import QdrantServer, server_binary
 from tests.support.skips import loud_skip

@@ -12,15 +12,15 @@ import yaml
 from kubernetes import client, config
 
 from flowreg.schema import GROUP, PLURAL, VERSION
-from tests.conftest import make_flows, registry_doc
-from tests.e2e.operator_harness import (
+from tests.support.builders import make_flows, registry_doc
+from tests.support.controlplane import apply_documents
+from tests.support.operator_harness import (
     InProcessOperator,
     delete_and_wait_gone,
     ready_at_generation,
     wait_for,
     write_config,
 )
-from tests.kube.controlplane import apply_documents
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE_NS = "flowreg-system"
@@ -45,7 +45,7 @@ def chart_installed(control_plane, kube_api):
 
 @pytest.fixture(scope="module")
 def sa_kubeconfig(chart_installed, control_plane, kube_api, tmp_path_factory):
-    from tests.kube.controlplane import service_account_token
+    from tests.support.controlplane import service_account_token
 
     token = service_account_token(kube_api, RELEASE_NS, "rel-flowreg")
     return control_plane.kubeconfig_for_token(

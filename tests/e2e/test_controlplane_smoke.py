@@ -7,7 +7,7 @@ import json
 import pytest
 from kubernetes import client, config
 
-from tests.kube.controlplane import apply_documents
+from tests.support.controlplane import apply_documents
 
 GROUP = "smoke.flowreg.dev"
 CRD = {

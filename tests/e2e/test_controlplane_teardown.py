@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.controlplane import IDLE_STARTUP_SECONDS, find_testbin, scaled
+from tests.support.controlplane import IDLE_STARTUP_SECONDS, find_testbin, scaled
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from tests.kube.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane
 plane = ControlPlane(Path(sys.argv[1])).start()
 print(json.dumps(plane.pids()), flush=True)
 try:
@@ -27,6 +27,16 @@ try:
 finally:
     plane.stop()
 """
+
+
+def interruptible() -> None:  # pragma: no cover - runs in the child before exec
+    """In the starter before exec: SIGINT delivered, as a terminal's Ctrl-C would be.
+
+    A process started in the background by a non-interactive shell (``hack/test.sh &``, a
+    CI runner's script) has SIGINT ignored, and every child inherits that: Python then
+    installs no KeyboardInterrupt handler, and the starter would sleep through the signal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def alive(pid: int) -> bool:
@@ -44,7 +54,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_children_die_with_the_starter(control_plane, sig):
     starter = subprocess.Popen([sys.executable, "-c", SCRIPT, str(find_testbin())], cwd=REPO,
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, text=True, preexec_fn=interruptible)
     try:
         # deadlines: ten times what a start (and a stop) takes here, as measured
         ready, _, _ = select.select([starter.stdout], [], [], scaled(10 * IDLE_STARTUP_SECONDS))

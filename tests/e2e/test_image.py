@@ -14,16 +14,16 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.conftest import make_flows
-from tests.e2e.operator_harness import (
+from tests.support.builders import make_flows
+from tests.support.controlplane import ControlPlane, free_port
+from tests.support.images import Image, podman, podman_env
+from tests.support.operator_harness import (
     OperatorProcess,
     create,
     registry,
     wait_ready,
     write_config,
 )
-from tests.kube.controlplane import ControlPlane, free_port
-from tests.support.images import Image, podman, podman_env
 
 RESTRICTED = ("--read-only", "--user", "10001:10001", "--cap-drop", "ALL",
               "--security-opt", "no-new-privileges")
@@ -43,7 +43,6 @@ class ContainerOperator(OperatorProcess):
                      "-v", f"{kubeconfig}:/etc/flowreg/kubeconfig:ro",
                      "-v", f"{config_path}:/etc/flowreg/config.yaml:ro",
                      "-e", "KUBECONFIG=/etc/flowreg/kubeconfig",
-                     "-e", f"FLOWREG_DRIFT_CHECK_SECONDS={self.env['FLOWREG_DRIFT_CHECK_SECONDS']}",
                      image.ref, "run", *run_args]
         self.env = podman_env()
 

@@ -22,8 +22,10 @@ from kubernetes import client
 
 from flowreg.schema import GROUP, PLURAL, VERSION
 from flowreg.store import FlowStore, PointWrite, open_store
-from tests.conftest import EXAMPLE, make_flows
-from tests.e2e.operator_harness import (
+from tests.support.builders import EXAMPLE, make_flows
+from tests.support.controlplane import scaled
+from tests.support.embedding_server import EmbeddingServer
+from tests.support.operator_harness import (
     InProcessOperator,
     OperatorProcess,
     big_flows,
@@ -39,12 +41,10 @@ from tests.e2e.operator_harness import (
     wait_watching,
     write_config,
 )
-from tests.kube.controlplane import scaled
-from tests.support.embedding_server import EmbeddingServer
 from tests.support.stores import points_held
+from tests.support.timings import record_timing
 
 pytestmark = pytest.mark.e2e
-TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_kubectl_apply_then_wait_ready_and_qdrant_holds_exactly_the_flows(
     kctl("apply", "-f", "-", stdin=yaml.safe_dump(doc))
     kctl("wait", "--for=condition=Ready", f"flowregistry/{doc['metadata']['name']}",
          "-n", namespace, f"--timeout={scaled(60):.0f}s")
-    TIMINGS["apply->Ready, 6 flows"] = time.monotonic() - started
+    record_timing("apply->Ready, 6 flows", time.monotonic() - started)
     held = operator.flows(agent)
     declared = {f["name"]: f for f in doc["spec"]["flows"]}
     assert set(held) == set(declared)
@@ -302,7 +302,7 @@ def test_a_two_thousand_flow_registry_reconciles(operator, kube_api, namespace, 
     started = time.monotonic()
     create(kube_api, obj)
     obj = wait_ready(kube_api, namespace, "huge", timeout=180)
-    TIMINGS["apply->Ready, 2000 flows"] = time.monotonic() - started
+    record_timing("apply->Ready, 2000 flows", time.monotonic() - started)
     assert obj["status"]["lastSync"]["created"] == 2000
     assert len(operator.flows(agent)) == 2000
     annotations = obj["metadata"].get("annotations") or {}
@@ -325,7 +325,7 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
     raw["stores"]["default"]["embedder"] = {"kind": "openai", "url": embeddings.base_url,
                                             "model": "test-model", "dimension": 384}
     config.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    from tests.kube.controlplane import free_port
+    from tests.support.controlplane import free_port
 
     proc = OperatorProcess(kubeconfig_path, config, namespace, tmp_path / "operator.log",
                            liveness_port=free_port(), metrics_port=free_port())
@@ -360,9 +360,3 @@ def test_operator_killed_mid_sync_converges_without_duplicates(
             client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, "big", {"metadata": {"finalizers": None}})
         core.delete_namespace(namespace)
-
-
-def test_report_timings():
-    """Print the timings measured above (for the closing notes)."""
-    for what, seconds in TIMINGS.items():
-        print(f"e2e timing: {what}: {seconds:.2f} s")

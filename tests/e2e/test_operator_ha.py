@@ -17,7 +17,9 @@ import yaml
 from kubernetes import client
 
 from flowreg.schema import GROUP, PLURAL, VERSION
-from tests.e2e.operator_harness import (
+from tests.support.controlplane import scaled
+from tests.support.embedding_server import EmbeddingServer
+from tests.support.operator_harness import (
     OperatorProcess,
     big_flows,
     create,
@@ -26,15 +28,13 @@ from tests.e2e.operator_harness import (
     wait_for,
     wait_ready,
 )
-from tests.kube.controlplane import scaled
-from tests.support.embedding_server import EmbeddingServer
 from tests.support.processes import free_port
-from tests.support.qdrant_server import QdrantServer, server_binary
+from tests.support.qdrant_server import HOW_TO_BUILD, QdrantServer, require_binary, server_binary
 from tests.support.stores import points_held
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.skipif(
     server_binary() is None and os.environ.get("CI") != "true",
-    reason="no Qdrant server binary: run hack/qdrant.sh (hack/test.sh does)")]
+    reason=HOW_TO_BUILD)]
 
 REPO = Path(__file__).resolve().parents[2]
 LIFETIME = 10  # seconds without a heartbeat before the standby takes over
@@ -73,8 +73,7 @@ def metric(proc: OperatorProcess, name: str) -> float:
 def test_one_replica_reconciles_and_the_standby_takes_over_when_it_dies(
         crd_installed, kube_api, kubeconfig_path, tmp_path, ha_namespace):
     agent = f"agent_{uuid.uuid4().hex[:8]}"
-    binary = server_binary()
-    assert binary is not None
+    binary = require_binary()
     qdrant = QdrantServer(binary).start()
     embeddings = EmbeddingServer(dimension=384, latency=0.1).__enter__()
     config = tmp_path / "config.yaml"

@@ -17,7 +17,8 @@ import yaml
 from kubernetes import client
 
 from flowreg.schema import GROUP, PLURAL, VERSION
-from tests.e2e.operator_harness import (
+from tests.support.embedding_server import EmbeddingServer
+from tests.support.operator_harness import (
     OperatorProcess,
     big_flows,
     condition,
@@ -28,14 +29,13 @@ from tests.e2e.operator_harness import (
     wait_for,
     wait_ready,
 )
-from tests.support.embedding_server import EmbeddingServer
 from tests.support.processes import free_port
-from tests.support.qdrant_server import QdrantServer, server_binary
+from tests.support.qdrant_server import HOW_TO_BUILD, QdrantServer, require_binary, server_binary
 from tests.support.stores import points_held
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     server_binary() is None and os.environ.get("CI") != "true",
-    reason="no Qdrant server binary: run hack/qdrant.sh (hack/test.sh does)")]
+    reason=HOW_TO_BUILD)]
 
 KEY_ENV = "FLOWREG_TEST_QDRANT_KEY"
 CLIENT_TIMEOUT = 5.0
@@ -44,8 +44,7 @@ N = 2000
 
 @pytest.fixture
 def qdrant() -> Iterator[QdrantServer]:
-    binary = server_binary()
-    assert binary is not None, "CI builds the Qdrant server (hack/qdrant.sh)"
+    binary = require_binary()
     server = QdrantServer(binary).start()
     yield server
     with contextlib.suppress(ProcessLookupError):

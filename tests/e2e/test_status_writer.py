@@ -11,8 +11,8 @@ import kopf
 from kubernetes import client
 
 from flowreg.controller.kube import KubeSink
-from tests.e2e.operator_harness import create, get_registry, registry
-from tests.kube.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane
+from tests.support.operator_harness import create, delete_and_wait_gone, get_registry, registry
 
 
 def admin_credentials(kubeconfig: Path) -> kopf.ConnectionInfo:
@@ -54,11 +54,16 @@ async def test_a_rejected_token_is_replaced_once_and_the_status_written(
 
 
 async def test_a_deleted_registry_is_not_an_error(control_plane: ControlPlane,
+                                                  kube_api: client.ApiClient,
                                                   crd_installed: None, namespace_factory: Any):
     namespace = namespace_factory("flowreg-sink")
+    body = create(kube_api, registry(namespace, "gone", "gone-bot", []))
     sink = KubeSink(lambda: admin_credentials(control_plane.kubeconfig))
     try:
-        await sink.patch_status({"metadata": {"namespace": namespace, "name": "gone"}},
-                                {"flowCount": 1})
+        # the same path the 404 below comes from writes while the object exists
+        await sink.patch_status(body, {"flowCount": 3})
+        assert get_registry(kube_api, namespace, "gone")["status"]["flowCount"] == 3
+        assert delete_and_wait_gone(kube_api, namespace, "gone")
+        await sink.patch_status(body, {"flowCount": 1})  # 404: logged, not raised
     finally:
         await sink.close()

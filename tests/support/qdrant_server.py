@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -20,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from tests.support.processes import die_with_parent, free_port, stop_group
 
 STARTUP_BUDGET = 60.0
@@ -27,10 +30,39 @@ STARTUP_BUDGET = 60.0
 the budget leaves two orders of magnitude for a loaded one."""
 
 
+REPO = Path(__file__).resolve().parents[2]
+HOW_TO_BUILD = ("no Qdrant server binary: build it with `bash hack/qdrant.sh` (hack/test.sh "
+                "does), or name one with $FLOWREG_QDRANT_BIN")
+
+
+def cached_binary() -> Path:
+    """Where hack/qdrant.sh puts the server it builds (keyed by the version it names)."""
+    script = (REPO / "hack" / "qdrant.sh").read_text(encoding="utf-8")
+    version = re.search(r"^QDRANT_VERSION=(\S+)$", script, re.M)
+    assert version, "hack/qdrant.sh names no QDRANT_VERSION"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "flowreg" / "qdrant" / version.group(1) / "qdrant"
+
+
 def server_binary() -> Path | None:
-    """The server binary named by ``$FLOWREG_QDRANT_BIN`` (set by hack/test.sh), if built."""
-    path = os.environ.get("FLOWREG_QDRANT_BIN")
-    return Path(path) if path and os.access(path, os.X_OK) else None
+    """The server binary: ``$FLOWREG_QDRANT_BIN`` (set by hack/test.sh), else the one
+    hack/qdrant.sh built into the cache; ``None`` if there is none, or with
+    ``$FLOWREG_SKIP_QDRANT_SERVER=1``."""
+    if os.environ.get("FLOWREG_SKIP_QDRANT_SERVER") == "1":
+        return None
+    named = os.environ.get("FLOWREG_QDRANT_BIN")
+    path = Path(named) if named else cached_binary()
+    return path if os.access(path, os.X_OK) else None
+
+
+def require_binary() -> Path:
+    """The server binary; without one the test skips saying how to build it (fails in CI)."""
+    binary = server_binary()
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(HOW_TO_BUILD)
+        pytest.skip(HOW_TO_BUILD)
+    return binary
 
 
 def server_available() -> bool:

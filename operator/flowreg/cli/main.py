@@ -1,8 +1,6 @@
 """``flowreg``: validate, checksum, plan, apply, export and history of FlowRegistry manifests.
 
-Exit codes (the table lives in ``flowreg.errors.ExitCode``): 0 success, 1 internal error,
-2 usage error, 3 invalid input, 4 store unavailable, 5 refused by a safety guard,
-6 conflict with another registry's flows, 7 embedder unavailable.
+Exit codes: ``flowreg.errors.ExitCode``, with their meanings in ``EXIT_CODE_MEANINGS``.
 
 Start-up is part of every command's cost: this module imports only what parsing the command
 line needs, and each command imports what it uses (the store and qdrant-client only for the
@@ -19,11 +17,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from flowreg.errors import ConflictError, ExitCode, FlowregError, InvalidSpec, Problem
+from flowreg.embed.factory import KINDS as EMBEDDER_KINDS
+from flowreg.errors import (
+    EXIT_CODE_MEANINGS,
+    ConflictError,
+    ExitCode,
+    FlowregError,
+    InvalidSpec,
+    Problem,
+)
 from flowreg.version import __version__
 
 if TYPE_CHECKING:
-    from flowreg.embed.base import Embedder
+    from contextlib import AbstractAsyncContextManager
+
     from flowreg.history import Checkpoint
     from flowreg.manifest import Declaration
     from flowreg.sync import SyncEngine
@@ -39,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowreg",
         description="Keep an agent's flows in Qdrant in step with FlowRegistry manifests.",
-        epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid input, "
-               "4 store unavailable, 5 refused by a safety guard, 6 conflict, "
-               "7 embedder unavailable.")
+        epilog="Exit codes: " + ", ".join(
+            f"{code.value} {EXIT_CODE_MEANINGS[code].split(' (')[0]}" for code in ExitCode)
+        + ".")
     parser.add_argument("--version", action="version", version=f"flowreg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -60,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("FLOWREG_COLLECTION", DEFAULT_COLLECTION))
         p.add_argument("--history", default=None,
                        help="run-history SQLite file [default: beside the embedded store]")
-        p.add_argument("--embedder", choices=("hashing", "wordllama", "openai"),
+        p.add_argument("--embedder", choices=EMBEDDER_KINDS,
                        default=os.environ.get("FLOWREG_EMBEDDER", "hashing"),
                        help="hashing (exact words, deterministic), wordllama (offline semantic "
                             "model), or openai (any OpenAI-compatible endpoint) "
@@ -168,10 +175,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _dispatch(args: argparse.Namespace) -> int:
     command = args.command
-    if command == "validate":
-        return _validate(args)
-    if command == "checksum":
-        return _checksum(args)
     if command in ("plan", "apply"):
         return await _sync(args)
     if command == "export":
@@ -268,9 +271,8 @@ async def _sync(args: argparse.Namespace) -> int:
 
     decls = manifest.load(args.files)
     _warn_cluster_size(decls)
-    engine = await _engine(args)
     exit_code = ExitCode.OK
-    try:
+    async with _engine(args) as engine:
         for decl in decls:
             policy = _policy(decl, args)
             if args.command == "plan":
@@ -297,14 +299,9 @@ async def _sync(args: argparse.Namespace) -> int:
                     print(f"{decl.registry.owner} (agent {decl.registry.agent_id}): "
                           f"{report.summary()}")
             if report.conflicts:
-                owners = ", ".join(f"{c['flow']} (owned by {c['owner']})"
-                                   for c in report.conflicts[:5])
-                print(f"error: {ConflictError.reason}: {len(report.conflicts)} declared flow(s) "
-                      f"of {decl.registry.owner} belong to another registry and were left "
-                      f"untouched: {owners}", file=sys.stderr)
+                print(f"error: {ConflictError.reason}: {decl.registry.owner}: "
+                      f"{report.conflict_message()}", file=sys.stderr)
                 exit_code = ConflictError.exit_code
-    finally:
-        await _close(engine)
     return exit_code
 
 
@@ -364,11 +361,8 @@ def _progress_bar(decl: Declaration, args: argparse.Namespace) -> Any:
 async def _export(args: argparse.Namespace) -> int:
     from flowreg import schema
 
-    engine = await _engine(args, with_history=False)
-    try:
+    async with _engine(args, with_history=False) as engine:
         pairs = await engine.store.read_flows(args.agent)
-    finally:
-        await _close(engine)
     flows = [flow.to_manifest() for flow, owner in pairs
              if args.owner is None or owner == args.owner]
     doc = {
@@ -389,11 +383,8 @@ async def _export(args: argparse.Namespace) -> int:
 async def _query(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise InvalidSpec("-k/--limit must be at least 1")
-    engine = await _engine(args, with_history=False)
-    try:
+    async with _engine(args, with_history=False) as engine:
         hits = await engine.query(args.agent, args.text, args.limit)
-    finally:
-        await _close(engine)
     rows = [{"rank": i, "name": h.payload.get("name"), "score": round(h.score, 4),
              "owner": h.payload.get("owner"), "description": h.payload.get("description")}
             for i, h in enumerate(hits, 1)]
@@ -430,31 +421,20 @@ def _history(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-async def _engine(args: argparse.Namespace, *, with_history: bool = True) -> SyncEngine:
-    from flowreg.history import RunHistory
-    from flowreg.store import open_store
-    from flowreg.sync import SyncEngine
+def _engine(args: argparse.Namespace, *,
+            with_history: bool = True) -> AbstractAsyncContextManager[SyncEngine]:
+    """The engine the store and embedder flags name, as ``async with`` owns it."""
+    from flowreg.sync import EngineConfig, SyncEngine
 
-    embedder = _embedder(args)
-    store = open_store(args.store, args.collection)
-    history = RunHistory(_history_path(args)) if with_history else None
-    engine = SyncEngine(store, embedder, history=history,
-                        batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE))
-    return engine
+    return SyncEngine.open(EngineConfig(
+        args.store, args.collection, embedder=_embedder_config(args),
+        history=_history_path(args) if with_history else None,
+        batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE)))
 
 
-async def _close(engine: SyncEngine) -> None:
-    await engine.store.close()
-    await engine.embedder.aclose()
-    if engine.history is not None:
-        engine.history.close()
-
-
-def _embedder(args: argparse.Namespace) -> Embedder:
-    from flowreg.embed.factory import make_embedder
-
-    if args.embedder in ("hashing", "wordllama"):
-        return make_embedder({"kind": args.embedder})
+def _embedder_config(args: argparse.Namespace) -> dict[str, Any]:
+    if args.embedder != "openai":
+        return {"kind": args.embedder}
     if not args.embedding_url or not args.embedding_model:
         raise InvalidSpec("--embedder openai needs --embedding-url and --embedding-model")
     config: dict[str, Any] = {"kind": "openai", "url": args.embedding_url,
@@ -462,7 +442,7 @@ def _embedder(args: argparse.Namespace) -> Embedder:
                               "apiKeyEnv": args.embedding_api_key_env}
     if args.embedding_dimension:
         config["dimension"] = args.embedding_dimension
-    return make_embedder(config)
+    return config
 
 
 def _history_path(args: argparse.Namespace) -> str:

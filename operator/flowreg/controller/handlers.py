@@ -10,29 +10,59 @@
 kopf's last-handled-configuration annotation would hold a copy of the whole spec, and a
 2,000-flow spec is far beyond the 256 KiB annotation limit, so the stored essence carries a
 digest of ``spec.flows`` instead of the flows themselves.
+
+The handlers are registered into a registry by ``register`` (the drift-check timer's interval
+comes from the configuration), and everything they share travels in kopf's ``memo``
+(``operator_memo``): the configuration in, the running ``Reconciler`` out. Nothing is read from
+the environment or kept in module state.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
 
 from flowreg.checksum import sha256_of
-from flowreg.controller import runtime
-from flowreg.controller.config import load_config
+from flowreg.controller.config import OperatorConfig
 from flowreg.controller.kube import KubeSink, login
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.reconcile import Reconciler
+from flowreg.controller.resource import FlowRegistry
 from flowreg.errors import FlowregError
 from flowreg.schema import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("flowreg.controller")
 PREFIX = GROUP
+DEFAULT_PEERING_LIFETIME = 60
+
+
+def operator_memo(config: OperatorConfig, *, peering_clusterwide: bool = False,
+                  peering_lifetime: int = DEFAULT_PEERING_LIFETIME) -> kopf.Memo:
+    """The memo to run the handlers with (``kopf.run(memo=...)``).
+
+    The startup handler adds ``reconciler``, the ``Reconciler`` every other handler uses; kopf
+    copies the memo for each object only after startup, so all of them share that one.
+    """
+    return kopf.Memo(config=config, peering_clusterwide=peering_clusterwide,
+                     peering_lifetime=peering_lifetime)
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.OperatorRegistry:
+    """Register the operator's handlers into ``registry`` and return it."""
+    kopf.on.login(registry=registry)(authenticate)
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.cleanup(registry=registry)(shutdown)
+    kopf.on.probe(id="stores", registry=registry)(stores_probe)
+    kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(on_resume)
+    kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(on_change)
+    kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)(on_change)
+    kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=config.drift_check_seconds,
+               initial_delay=config.drift_check_seconds, sharp=False)(drift_check)
+    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(on_delete)
+    return registry
 
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -47,64 +77,52 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return essence  # type: ignore[no-any-return]
 
 
-@kopf.on.login()
 def authenticate(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
     """kopf logs in as the status writer does (no Kubernetes client library needed)."""
     return login(settings)
 
 
-@kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Settings and the ``Reconciler`` from the configuration in ``memo``."""
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = DigestDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
-    settings.peering.clusterwide = os.environ.get("FLOWREG_PEERING_CLUSTERWIDE") == "1"
-    settings.peering.lifetime = int(os.environ.get("FLOWREG_PEERING_LIFETIME", "60"))
-    config = load_config(os.environ.get("FLOWREG_CONFIG"))
-    reconciler = runtime.current_reconciler() or Reconciler(config, KubeSink(), Metrics.default())
-    runtime.install(reconciler, asyncio.get_running_loop())
-    memo["reconciler"] = reconciler
+    settings.peering.clusterwide = bool(memo.get("peering_clusterwide"))
+    settings.peering.lifetime = int(memo.get("peering_lifetime", DEFAULT_PEERING_LIFETIME))
+    config = memo.get("config")
+    if not isinstance(config, OperatorConfig):
+        raise kopf.PermanentError("the operator was started without a configuration in memo")
+    memo["reconciler"] = Reconciler(config, KubeSink(), Metrics.default())
 
 
-@kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler | None = memo.get("reconciler")
-    if reconciler is not None and not runtime.keep_open():
+    if reconciler is not None:
         await reconciler.close()
-    runtime.uninstall()
 
 
-@kopf.on.probe(id="stores")
 def stores_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
     reconciler: Reconciler | None = memo.get("reconciler")
     return {"open_stores": len(reconciler.engines) if reconciler else 0}
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
 async def on_resume(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _reconciler(memo).reconcile(body, trigger="resume")
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
 async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _reconciler(memo).reconcile(body, trigger="change")
 
 
-@kopf.timer(GROUP, VERSION, PLURAL,
-            interval=float(os.environ.get("FLOWREG_DRIFT_CHECK_SECONDS", "10")),
-            initial_delay=float(os.environ.get("FLOWREG_DRIFT_CHECK_SECONDS", "10")),
-            sharp=False)
 async def drift_check(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     reconciler = _reconciler(memo)
-    if body.get("metadata", {}).get("deletionTimestamp"):
+    if FlowRegistry.of(body).deleting:
         return
     await reconciler.check_drift(body)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
 async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     try:
         deleted = await _reconciler(memo).finalize(body)
@@ -113,9 +131,9 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> N
             raise kopf.PermanentError(f"{exc.reason}: {exc}") from exc
         raise kopf.TemporaryError(f"{exc.reason}: {exc}",
                                   delay=min(5 * 2 ** retry, 300)) from exc
-    policy = (body.get("spec") or {}).get("deletionPolicy", "Delete")
-    log.info("finalized %s/%s (%s, %d point(s) deleted)", body.metadata.namespace,
-             body.metadata.name, policy, deleted)
+    registry = FlowRegistry.of(body)
+    log.info("finalized %s/%s (%s, %d point(s) deleted)", registry.namespace, registry.name,
+             registry.deletion_policy, deleted)
 
 
 def _reconciler(memo: Mapping[str, Any]) -> Reconciler:

@@ -10,28 +10,35 @@ later tick (``due``). Syncs of one registry never overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from flowreg import schema
-from flowreg.controller.config import OperatorConfig, StoreConfig, parse_duration
+from flowreg.controller.config import OperatorConfig, StoreConfig
 from flowreg.controller.metrics import Metrics
-from flowreg.controller.status import Outcome, conditions, sync_summary
-from flowreg.embed.factory import make_embedder
+from flowreg.controller.resource import FlowRegistry, uid_of
+from flowreg.controller.status import (
+    CONFLICT,
+    DRIFT_REPAIRED,
+    INTERNAL_ERROR,
+    PROGRESSING,
+    READY,
+    SUSPENDED,
+    SYNCED,
+    Outcome,
+    conditions,
+    sync_summary,
+)
 from flowreg.errors import FlowregError, InvalidSpec
-from flowreg.flow import plain
 from flowreg.history import Checkpoint
-from flowreg.manifest import INTERVAL_PATH, parse_object
 from flowreg.plan import Plan
 from flowreg.report import SyncReport
-from flowreg.store import open_store
-from flowreg.sync import SyncEngine
+from flowreg.sync import EngineConfig, SyncEngine
 
 log = logging.getLogger("flowreg.controller")
-DEFAULT_INTERVAL = 600.0
 MAX_BACKOFF = 300.0
 
 
@@ -54,6 +61,15 @@ class _Checked:
     failures: int
 
 
+class SyncResult(NamedTuple):
+    """What one sync attempt concluded: the outcome, the engine's report if it ran, and
+    whether the failure (if any) is transient (retried with backoff)."""
+
+    outcome: Outcome
+    report: SyncReport | None
+    transient: bool
+
+
 class Reconciler:
     """Syncs FlowRegistries into the stores of an ``OperatorConfig``."""
 
@@ -62,6 +78,8 @@ class Reconciler:
         self.sink = sink
         self.metrics = metrics or Metrics.default()
         self.engines: dict[str, SyncEngine] = {}
+        self._owned = contextlib.AsyncExitStack()
+        """Closes every engine opened (each owns its store and embedder)."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._checked: dict[str, _Checked] = {}
         self._written: dict[str, dict[str, Any]] = {}
@@ -71,41 +89,42 @@ class Reconciler:
         """The engine of a configured store, opened on first use (and retried until it opens)."""
         engine = self.engines.get(store.name)
         if engine is None:
-            embedder = make_embedder(store.embedder)
-            flow_store = open_store(store.location, store.collection, api_key=store.api_key,
-                                    timeout=store.timeout, page_size=store.page_size)
-            engine = SyncEngine(flow_store, embedder, batch_size=store.batch_size)
+            engine = await self._owned.enter_async_context(SyncEngine.open(EngineConfig(
+                store.location, store.collection, embedder=store.embedder,
+                batch_size=store.batch_size, api_key=store.api_key, timeout=store.timeout,
+                page_size=store.page_size)))
             self.engines[store.name] = engine
         return engine
 
     async def close(self) -> None:
         """Close every store and embedder (releases embedded stores' directory locks)."""
-        for engine in self.engines.values():
-            await engine.store.close()
-            await engine.embedder.aclose()
+        owned, self._owned = self._owned, contextlib.AsyncExitStack()
         self.engines.clear()
-        await self.sink.close()
+        try:
+            await owned.aclose()
+        finally:
+            await self.sink.close()
 
     def due(self, body: Mapping[str, Any]) -> bool:
         """Whether a drift check (or a retry after a transient failure) is due for ``body``."""
-        checked = self._checked.get(_uid(body))
+        return self._due(FlowRegistry.of(body))
+
+    def _due(self, registry: FlowRegistry) -> bool:
+        checked = self._checked.get(registry.uid)
         if checked is None:
             return True
         if checked.transient:
             wait = min(2.0 * 2 ** (checked.failures - 1), MAX_BACKOFF)
         else:
-            try:
-                wait = parse_duration((body.get("spec") or {}).get("interval") or "10m")
-            except ValueError:
-                wait = DEFAULT_INTERVAL
-            wait = max(wait, schema.minimum_duration(INTERVAL_PATH) or 0.0)
+            wait = registry.interval_seconds()
         return time.monotonic() - checked.at >= wait
 
     def forget(self, body: Mapping[str, Any]) -> None:
         """Drop what is remembered of a deleted registry."""
-        self._checked.pop(_uid(body), None)
-        self._locks.pop(_uid(body), None)
-        self._written.pop(_uid(body), None)
+        uid = uid_of(body)
+        self._checked.pop(uid, None)
+        self._locks.pop(uid, None)
+        self._written.pop(uid, None)
 
     async def check_drift(self, body: Mapping[str, Any]) -> Outcome | None:
         """Reconcile ``body`` with a deep check if one is ``due``; ``None`` if not.
@@ -115,31 +134,34 @@ class Reconciler:
         not synced a second time right after.
         """
         async with self._lock(body):
-            if not self.due(body):
+            registry = FlowRegistry.of(body)
+            if not self._due(registry):
                 return None
-            return await self._reconcile(body, "drift")
+            return await self._reconcile(registry, "drift")
 
     async def reconcile(self, body: Mapping[str, Any], *, trigger: str) -> Outcome:
         """Sync one FlowRegistry; ``trigger`` is ``change``, ``resume`` or ``drift``."""
         async with self._lock(body):
-            return await self._reconcile(body, trigger)
+            return await self._reconcile(FlowRegistry.of(body), trigger)
 
     def _lock(self, body: Mapping[str, Any]) -> asyncio.Lock:
-        return self._locks.setdefault(_uid(body), asyncio.Lock())
+        return self._locks.setdefault(uid_of(body), asyncio.Lock())
 
-    async def _reconcile(self, body: Mapping[str, Any], trigger: str) -> Outcome:
-        uid = _uid(body)
+    async def _reconcile(self, registry: FlowRegistry, trigger: str) -> Outcome:
+        uid = registry.uid
         started = time.monotonic()
-        before = self._fresh_status(uid, body)
-        outcome, report, transient = await self._sync(body, trigger)
+        before = self._fresh_status(registry)
+        result = await self._sync(registry, trigger)
         previous = self._checked.get(uid)
-        failures = (previous.failures + 1) if (transient and previous) else int(transient)
-        self._checked[uid] = _Checked(time.monotonic(), transient, failures)
-        self.metrics.sync_finished(outcome.reason, time.monotonic() - started, report)
-        await self._write(body, before, outcome, report)
-        return outcome
+        failures = (previous.failures + 1) if (result.transient and previous) \
+            else int(result.transient)
+        self._checked[uid] = _Checked(time.monotonic(), result.transient, failures)
+        self.metrics.sync_finished(result.outcome.reason, time.monotonic() - started,
+                                   result.report)
+        await self._write(registry, before, result.outcome, result.report)
+        return result.outcome
 
-    def _fresh_status(self, uid: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _fresh_status(self, registry: FlowRegistry) -> dict[str, Any]:
         """The registry's status as it is now, not as ``body`` saw it.
 
         A handler's ``body`` is the object as it was when the handler was queued; a sync that
@@ -147,8 +169,8 @@ class Reconciler:
         reconciler last wrote (under the same lock) is at least as new, unless the body comes
         from a later generation.
         """
-        seen = plain(body.get("status") or {})
-        written = self._written.get(uid)
+        seen = dict(registry.status)
+        written = self._written.get(registry.uid)
         if written is None or (seen.get("observedGeneration") or 0) > (
                 written.get("observedGeneration") or 0):
             return seen
@@ -160,37 +182,30 @@ class Reconciler:
         Returns how many points were deleted. Raises ``FlowregError`` if the store cannot be
         reached, so the finalizer stays and deletion is retried.
         """
-        spec = body.get("spec") or {}
-        meta = body.get("metadata") or {}
-        owner = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
-        async with self._locks.setdefault(_uid(body), asyncio.Lock()):
-            if spec.get("deletionPolicy", "Delete") == "Orphan":
+        registry = FlowRegistry.of(body)
+        owner = registry.owner
+        async with self._lock(body):
+            if registry.deletion_policy == "Orphan":
                 log.info("registry %s deleted; its flows are orphaned", owner)
                 return 0
-            engine = await self.engine(self.config.store(spec.get("store", "default")))
+            engine = await self.engine(self.config.store(registry.store))
             before = engine.store.stats.calls.copy()
             try:
-                deleted = await engine.delete_registry(spec["agentId"], owner)
+                deleted = await engine.delete_registry(registry.agent_id, owner)
             finally:
                 self.metrics.operations_since(engine.store.stats, before)
             log.info("registry %s deleted with its %d flow(s)", owner, deleted)
         self.forget(body)
         return deleted
 
-    async def _sync(self, body: Mapping[str, Any], trigger: str,
-                    ) -> tuple[Outcome, SyncReport | None, bool]:
-        spec = body.get("spec") or {}
-        if spec.get("suspend"):
-            return Outcome(False, "Suspended", "reconciliation is suspended (spec.suspend)"), \
-                None, False
-        meta = body.get("metadata") or {}
+    async def _sync(self, registry: FlowRegistry, trigger: str) -> SyncResult:
+        if registry.suspend:
+            return SyncResult(Outcome(False, SUSPENDED,
+                                      "reconciliation is suspended (spec.suspend)"), None, False)
         try:
-            decl = parse_object({"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-                                 "metadata": {"name": meta.get("name"),
-                                              "namespace": meta.get("namespace")},
-                                 "spec": plain(spec)})
+            decl = registry.declaration()
             engine = await self.engine(self.config.store(decl.store))
-            writer = _ProgressWriter(self.sink, body, self.config.progress_every_seconds)
+            writer = _ProgressWriter(self.sink, registry, self.config.progress_every_seconds)
             stats_before = engine.store.stats.calls.copy()
             try:
                 report = await engine.apply(decl.registry, decl.policy,
@@ -202,37 +217,32 @@ class Reconciler:
             transient = not exc.permanent
             message = str(exc) if not isinstance(exc, InvalidSpec) else "; ".join(
                 str(p) for p in exc.problems[:10])
-            return Outcome(False, exc.reason, message, reconciling=transient,
-                           stalled=not transient), None, transient
+            return SyncResult(Outcome(False, exc.reason, message, reconciling=transient,
+                                      stalled=not transient), None, transient)
         except Exception as exc:  # a defect or a broken install: said in status, retried
-            log.exception("internal error reconciling %s/%s", meta.get("namespace"),
-                          meta.get("name"))
+            log.exception("internal error reconciling %s/%s", registry.namespace, registry.name)
             message = f"internal error ({type(exc).__name__}: {exc}"[:500].strip() + \
                 "); see the operator's log"
-            return Outcome(False, "InternalError", message, reconciling=True), None, True
+            return SyncResult(Outcome(False, INTERNAL_ERROR, message, reconciling=True),
+                              None, True)
         count = len(decl.registry.flows)
         if report.conflicts:
-            owners = ", ".join(f"{c['flow']} (owned by {c['owner']})"
-                               for c in report.conflicts[:5])
-            more = f" and {len(report.conflicts) - 5} more" if len(report.conflicts) > 5 else ""
-            return Outcome(False, "Conflict",
-                           f"{len(report.conflicts)} declared flow(s) belong to another "
-                           f"registry and were left untouched: {owners}{more}"), report, False
+            return SyncResult(Outcome(False, CONFLICT, report.conflict_message()), report, False)
         kept = f"; {len(report.kept)} undeclared flow(s) kept (prune: false)" if report.kept \
             else ""
-        return Outcome(True, "Synced", f"{count} flow(s) in sync{kept}"), report, False
+        return SyncResult(Outcome(True, SYNCED, f"{count} flow(s) in sync{kept}"), report, False)
 
-    async def _write(self, body: Mapping[str, Any], status: Mapping[str, Any],
+    async def _write(self, registry: FlowRegistry, status: Mapping[str, Any],
                      outcome: Outcome, report: SyncReport | None) -> None:
-        meta = body.get("metadata") or {}
-        generation = meta.get("generation")
+        body = registry.body
+        generation = registry.generation
         previous = status.get("conditions") or []
         patch: dict[str, Any] = {
             "observedGeneration": generation,
-            "flowCount": len((body.get("spec") or {}).get("flows") or []),
+            "flowCount": registry.flow_count,
             "conditions": conditions(outcome, generation, previous),
             "progress": None,
-            "lastError": None if outcome.ready or outcome.reason in ("Conflict", "Suspended")
+            "lastError": None if outcome.ready or outcome.reason in (CONFLICT, SUSPENDED)
             else outcome.message,
         }
         if report is not None:
@@ -244,37 +254,39 @@ class Reconciler:
         if (report is not None and report.change_count) or any(
                 status.get(k) != v for k, v in patch.items()):
             await self.sink.patch_status(body, patch)
-            self._written[_uid(body)] = {k: v for k, v in {**status, **patch}.items()
-                                         if v is not None}
-        await self._events(body, status, outcome, report)
+            self._written[registry.uid] = {k: v for k, v in {**status, **patch}.items()
+                                           if v is not None}
+        await self._events(registry, status, outcome, report)
 
-    async def _events(self, body: Mapping[str, Any], status: Mapping[str, Any],
+    async def _events(self, registry: FlowRegistry, status: Mapping[str, Any],
                       outcome: Outcome, report: SyncReport | None) -> None:
+        body = registry.body
         previous = status.get("conditions") or []
         if report is not None and report.change_count:
-            reason = "DriftRepaired" if _drift(body, status) else "Synced"
+            reason = DRIFT_REPAIRED if _drift(registry, status) else SYNCED
             await self.sink.event(body, "Normal", reason, report.summary(max_names=10))
-        before = next((c for c in previous if c.get("type") == "Ready"), None)
+        before = next((c for c in previous if c.get("type") == READY), None)
         changed = before is None or before.get("reason") != outcome.reason \
             or before.get("message") != outcome.message
-        if not outcome.ready and changed and outcome.reason != "Suspended":
+        if not outcome.ready and changed and outcome.reason != SUSPENDED:
             await self.sink.event(body, "Warning", outcome.reason, outcome.message)
 
 
 class _ProgressWriter:
     """Writes ``status.progress`` (the engine's checkpoint) at most every few seconds."""
 
-    def __init__(self, sink: Sink, body: Mapping[str, Any], every: float) -> None:
-        self.sink, self.body, self.every = sink, body, every
+    def __init__(self, sink: Sink, registry: FlowRegistry, every: float) -> None:
+        self.sink, self.registry, self.every = sink, registry, every
+        self.body = registry.body
         self.last = 0.0
 
     async def planned(self, plan: Plan) -> None:
         if plan.is_noop:
             return
-        generation = (self.body.get("metadata") or {}).get("generation")
-        previous = (self.body.get("status") or {}).get("conditions") or []
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in previous)
-        outcome = Outcome(ready, "Progressing",
+        generation = self.registry.generation
+        previous = self.registry.status.get("conditions") or []
+        ready = any(c.get("type") == READY and c.get("status") == "True" for c in previous)
+        outcome = Outcome(ready, PROGRESSING,
                           f"applying {plan.change_count} change(s) "
                           f"({plan.embed_count} to embed)", reconciling=True)
         await self.sink.patch_status(self.body, {
@@ -293,15 +305,9 @@ class _ProgressWriter:
             "runId": checkpoint.run_id, "done": checkpoint.done, "total": checkpoint.total}})
 
 
-def _drift(body: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
+def _drift(registry: FlowRegistry, status: Mapping[str, Any]) -> bool:
     """True when the spec was already synced at this generation (so the changes are drift)."""
-    meta = body.get("metadata") or {}
-    return status.get("observedGeneration") == meta.get("generation") and any(
-        c.get("type") == "Ready" and c.get("reason") == "Synced"
+    return status.get("observedGeneration") == registry.generation and any(
+        c.get("type") == READY and c.get("reason") == SYNCED
         for c in status.get("conditions") or [])
-
-
-def _uid(body: Mapping[str, Any]) -> str:
-    meta = body.get("metadata") or {}
-    return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import kopf
 
 from flowreg.controller.config import load_config
+from flowreg.controller.handlers import DEFAULT_PEERING_LIFETIME, operator_memo, register
 from flowreg.controller.metrics import Metrics, serve
 
 
@@ -31,9 +32,6 @@ class RedactSecrets(logging.Filter):
                     message = message.replace(secret, "[REDACTED]")
                 record.msg, record.args = message, None
         return True
-
-
-DEFAULT_PEERING_LIFETIME = 60
 
 
 def start_priority() -> int:
@@ -91,13 +89,11 @@ def run(*, config_path: str | None, namespaces: Sequence[str], all_namespaces: b
     ``peering`` names a KopfPeering object for HA; ``None`` runs standalone. Of the replicas
     peering there, the one started first reconciles and the others stand by
     (``flowreg_standby`` is 1 in their metrics); when it has not renewed its entry for
-    ``peering_lifetime`` seconds, the next oldest takes over. The configuration file is read
-    once at start (and checked here, before kopf).
+    ``peering_lifetime`` seconds, the next oldest takes over; ``$FLOWREG_PEERING_CLUSTERWIDE=1``
+    (set by the Helm chart) makes the peering object cluster-wide. The configuration file is
+    read once at start (and checked here, before kopf), and reaches the handlers in kopf's memo.
     """
     config = load_config(config_path)
-    if config_path:
-        os.environ["FLOWREG_CONFIG"] = str(config_path)
-    os.environ.setdefault("FLOWREG_DRIFT_CHECK_SECONDS", str(config.drift_check_seconds))
     kopf.configure(verbose=verbose,
                    log_format=kopf.LogFormat.JSON if log_format == "json"
                    else kopf.LogFormat.FULL)
@@ -107,12 +103,13 @@ def run(*, config_path: str | None, namespaces: Sequence[str], all_namespaces: b
     if metrics_port:
         serve(metrics_port)
 
-    import flowreg.controller.handlers  # noqa: F401  (registers the handlers with kopf)
-
-    os.environ["FLOWREG_PEERING_LIFETIME"] = str(peering_lifetime)
     if peering is not None:
         watch_standby(Metrics.default())
     kopf.run(
+        registry=register(kopf.OperatorRegistry(), config),
+        memo=operator_memo(
+            config, peering_lifetime=peering_lifetime,
+            peering_clusterwide=os.environ.get("FLOWREG_PEERING_CLUSTERWIDE") == "1"),
         standalone=peering is None,
         peering_name=peering,
         priority=start_priority(),

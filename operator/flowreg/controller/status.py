@@ -13,9 +13,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flowreg.errors import ConflictError, FlowregError
 from flowreg.report import SyncReport
 
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
+"""The condition types (kstatus): ``Ready`` always, the other two only while true."""
+
+# The reasons of the conditions and Events the operator writes (CamelCase, as kstatus and Flux
+# write them). A failure's reason is its error's ``reason`` (flowreg.errors): InvalidSpec,
+# StoreUnavailable, StoreIncompatible, EmbedderUnavailable, DeletionGuard.
+SYNCED = "Synced"
+"""Ready=True: the store holds exactly the declared flows."""
+DRIFT_REPAIRED = "DriftRepaired"
+"""Event: a sync of an unchanged spec changed the store (someone altered it behind our back)."""
+PROGRESSING = "Progressing"
+"""Ready unchanged, Reconciling=True: a plan with changes is being applied."""
+SUSPENDED = "Suspended"
+"""Ready=False: ``spec.suspend`` is set; nothing is written."""
+CONFLICT = ConflictError.reason
+"""Ready=False: declared flows are held by another registry and were left untouched."""
+INTERNAL_ERROR = FlowregError.reason
+"""Ready=False, Reconciling=True: a defect or a broken install; retried."""
 MAX_MESSAGE = 1024
 
 
@@ -81,15 +99,6 @@ def sync_summary(report: SyncReport, max_names: int) -> dict[str, Any]:
             "renamed": [f"{r['from']}->{r['to']}" for r in report.renamed[:max_names]],
         },
     }
-
-
-def ready_message(report: SyncReport, flow_count: int) -> str:
-    if report.conflicts:
-        owners = ", ".join(f"{c['flow']} (owned by {c['owner']})" for c in report.conflicts[:5])
-        more = f" and {len(report.conflicts) - 5} more" if len(report.conflicts) > 5 else ""
-        return (f"{len(report.conflicts)} declared flow(s) belong to another registry and were "
-                f"left untouched: {owners}{more}")
-    return f"{flow_count} flow(s) in sync; last change: {report.summary(max_names=3)}"
 
 
 def _cut(text: str, limit: int) -> str:

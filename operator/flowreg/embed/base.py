@@ -8,12 +8,16 @@ from typing import Protocol, runtime_checkable
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into vectors of a fixed dimension.
+    """Turns texts into vectors of a fixed dimension; every method the sync engine calls.
 
     ``identity`` names the model and everything that changes its vectors (e.g.
     ``"hashing-v1/384"``, ``"openai:text-embedding-3-small/1536"``). It is stored with every point;
     when it changes, every flow is re-embedded. ``embed`` returns one vector per text, in order,
-    each of length ``dimension``, and raises ``EmbedderUnavailable`` on failure.
+    each of length ``dimension``, and raises ``EmbedderUnavailable`` on failure. ``dimension``
+    may raise ``EmbedderUnavailable`` until ``probe`` has asked the backend (an endpoint whose
+    vector size is not configured); ``probe`` returns the dimension, asking at most once.
+    ``concurrency`` is how many ``embed`` calls the backend serves at once (the engine keeps
+    that many batches in flight). ``aclose`` releases connections.
     """
 
     @property
@@ -21,6 +25,11 @@ class Embedder(Protocol):
 
     @property
     def dimension(self) -> int: ...
+
+    @property
+    def concurrency(self) -> int: ...
+
+    async def probe(self) -> int: ...
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
@@ -45,8 +54,10 @@ class CountingEmbedder:
 
     @property
     def concurrency(self) -> int:
-        """Calls the wrapped embedder serves at once (its ``concurrency``; else 1)."""
-        return max(1, int(getattr(self.inner, "concurrency", 1)))
+        return max(1, self.inner.concurrency)
+
+    async def probe(self) -> int:
+        return await self.inner.probe()
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:

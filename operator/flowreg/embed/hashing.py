@@ -50,5 +50,12 @@ class HashingEmbedder:
             return vec
         return [x / norm for x in vec]
 
+    @property
+    def concurrency(self) -> int:
+        return 1
+
+    async def probe(self) -> int:
+        return self.dimension
+
     async def aclose(self) -> None:
         return None

@@ -57,5 +57,12 @@ class WordLlamaEmbedder:
         vectors = self._load().embed(list(texts), norm=True)
         return [[float(x) for x in row] for row in vectors.tolist()]
 
+    @property
+    def concurrency(self) -> int:
+        return 1
+
+    async def probe(self) -> int:
+        return self.dimension
+
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,286 @@
+"""The reconciler without Kubernetes: status and events it produces, against real Qdrant local.
+
+These check the status contract (kstatus conditions, bounded report, no rewrite when nothing
+changed); the operator itself is tested end to end on a real apiserver in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from flowreg.controller.config import parse_config, parse_duration
+from flowreg.controller.reconcile import Reconciler
+from flowreg.errors import InvalidSpec
+from tests.support.builders import make_flows, registry_doc
+
+
+class RecordingSink:
+    """Applies status patches to the body (as the apiserver would) and records events."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    async def patch_status(self, body, status):
+        self.patches.append(copy.deepcopy(status))
+        current = body.setdefault("status", {})
+        for key, value in status.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = copy.deepcopy(value)
+
+    async def event(self, body, type_, reason, message):
+        self.events.append((type_, reason, message))
+
+    async def close(self):
+        pass
+
+
+def body_of(flows, generation=1, **spec) -> dict[str, Any]:
+    doc = registry_doc(flows, name="reg", namespace="team-a", **spec)
+    doc["metadata"].update(uid="uid-1", generation=generation)
+    return doc
+
+
+@pytest.fixture
+async def reconciler():
+    rec = Reconciler(parse_config({"stores": {"default": {"location": ":memory:"}}}),
+                     RecordingSink())
+    yield rec
+    await rec.close()
+
+
+def ready(body) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+
+
+async def test_first_sync_is_ready_with_counts(reconciler):
+    body = body_of(make_flows(5))
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.ready and outcome.reason == "Synced"
+    assert ready(body)["status"] == "True" and ready(body)["observedGeneration"] == 1
+    assert [c["type"] for c in body["status"]["conditions"]] == ["Ready"]
+    assert body["status"]["lastSync"]["created"] == 5
+    assert body["status"]["flowCount"] == 5
+    assert reconciler.sink.events[0][:2] == ("Normal", "Synced")
+
+
+async def test_unchanged_registry_rewrites_no_status(reconciler):
+    body = body_of(make_flows(5))
+    await reconciler.reconcile(body, trigger="change")
+    patches, events = len(reconciler.sink.patches), len(reconciler.sink.events)
+    await reconciler.reconcile(body, trigger="drift")
+    await reconciler.reconcile(body, trigger="resume")
+    assert len(reconciler.sink.patches) == patches
+    assert len(reconciler.sink.events) == events
+
+
+async def test_status_stays_small_for_large_registries(reconciler):
+    body = body_of(make_flows(2000))
+    await reconciler.reconcile(body, trigger="change")
+    assert len(json.dumps(body["status"])) < 4096
+    assert len(body["status"]["lastSync"]["names"]["created"]) == 20
+    assert body["status"]["lastSync"]["created"] == 2000
+
+
+async def test_invalid_spec_stalls_and_writes_nothing(reconciler):
+    flows = make_flows(3)
+    flows[2]["checksum"] = "sha256:" + "a" * 64
+    body = body_of(flows)
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.reason == "InvalidSpec" and outcome.stalled
+    types = {c["type"]: c["status"] for c in body["status"]["conditions"]}
+    assert types == {"Ready": "False", "Stalled": "True"}
+    assert 'flow "flow_00002"' in ready(body)["message"]
+    assert reconciler.sink.events[-1][:2] == ("Warning", "InvalidSpec")
+    engine = reconciler.engines.get("default")
+    assert engine is None or await engine.store.count() == 0
+
+
+async def test_unknown_store_is_invalid_spec(reconciler):
+    body = body_of(make_flows(1), store="elsewhere")
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.reason == "InvalidSpec" and "store 'elsewhere' is not configured" in \
+        outcome.message
+
+
+async def test_suspend_writes_nothing(reconciler):
+    body = body_of(make_flows(2), suspend=True)
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.reason == "Suspended" and not reconciler.engines
+
+
+async def test_conflict_names_the_owner(reconciler):
+    await reconciler.reconcile(body_of(make_flows(2)), trigger="change")
+    other = registry_doc(make_flows(3), name="other", namespace="team-b")
+    other["metadata"].update(uid="uid-2", generation=1)
+    outcome = await reconciler.reconcile(other, trigger="change")
+    assert outcome.reason == "Conflict" and "owned by team-a/reg" in outcome.message
+    assert other["status"]["conflicts"][0]["owner"] == "team-a/reg"
+    assert other["status"]["lastSync"]["created"] == 1
+
+
+async def test_condition_transition_time_moves_only_on_flips(reconciler):
+    body = body_of(make_flows(2))
+    await reconciler.reconcile(body, trigger="change")
+    first = ready(body)["lastTransitionTime"]
+    body["spec"]["flows"].append(make_flows(3)[2])
+    body["metadata"]["generation"] = 2
+    await reconciler.reconcile(body, trigger="change")
+    assert ready(body)["lastTransitionTime"] == first
+    assert ready(body)["observedGeneration"] == 2
+
+
+async def test_deletion_policy(reconciler):
+    body = body_of(make_flows(3))
+    await reconciler.reconcile(body, trigger="change")
+    orphan = copy.deepcopy(body)
+    orphan["spec"]["deletionPolicy"] = "Orphan"
+    assert await reconciler.finalize(orphan) == 0
+    assert await reconciler.engines["default"].store.count() == 3
+    assert await reconciler.finalize(body) == 3
+    assert await reconciler.engines["default"].store.count() == 0
+
+
+def test_config_rejects_inline_keys_and_unknown_settings():
+    with pytest.raises(ValueError, match="apiKeyEnv"):
+        parse_config({"stores": {"default": {"apiKey": "x"}}})
+    with pytest.raises(ValueError, match="unknown setting"):
+        parse_config({"stores": {"default": {"url": "x"}}})
+    with pytest.raises(InvalidSpec):
+        parse_config({}).store("nope")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400),
+                                               ("500ms", 0.5)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+async def test_metrics_count_syncs_operations_and_texts():
+    from prometheus_client import CollectorRegistry
+
+    from flowreg.controller.metrics import Metrics
+
+    registry = CollectorRegistry()
+    rec = Reconciler(parse_config({}), RecordingSink(), Metrics(registry))
+    try:
+        await rec.reconcile(body_of(make_flows(3)), trigger="change")
+        value = registry.get_sample_value
+        assert value("flowreg_syncs_total", {"result": "Synced"}) == 1
+        assert value("flowreg_embedded_texts_total") == 3
+        assert value("flowreg_store_operations_total",
+                     {"operation": "upsert"}) == 1
+        assert value("flowreg_flow_changes_total", {"action": "create"}) == 3
+        assert value("flowreg_sync_duration_seconds_count") == 1
+    finally:
+        await rec.close()
+
+
+async def test_a_drift_check_queued_behind_a_sync_does_not_sync_again():
+    """On start-up every registry is resumed while the drift timer ticks: one sync, not two."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from flowreg.controller.metrics import Metrics
+
+    registry = CollectorRegistry()
+    rec = Reconciler(parse_config({}), RecordingSink(), Metrics(registry))
+    body = body_of(make_flows(50), interval="10s")
+    try:
+        assert rec.due(body)  # never checked by this process
+        change = asyncio.create_task(rec.reconcile(body, trigger="resume"))
+        await asyncio.sleep(0)  # the resume holds the registry's lock
+        assert await rec.check_drift(body) is None
+        assert (await change).reason == "Synced"
+        assert registry.get_sample_value("flowreg_syncs_total", {"result": "Synced"}) == 1
+        assert not rec.due(body)
+        [checked] = rec._checked.values()
+        checked.at -= 9.5  # not yet: 10s is the interval
+        assert not rec.due(body)
+        checked.at -= 0.5  # the interval has passed
+        assert rec.due(body)
+        assert (await rec.check_drift(body)).reason == "Synced"
+        assert registry.get_sample_value("flowreg_syncs_total", {"result": "Synced"}) == 2
+    finally:
+        await rec.close()
+
+
+async def test_an_interval_below_the_minimum_never_makes_deep_checks_more_frequent():
+    """The CRD refuses intervals under 10s; an object stored before that is synced, at 10s."""
+    rec = Reconciler(parse_config({}), RecordingSink())
+    body = body_of(make_flows(1), interval="1s")
+    try:
+        assert (await rec.reconcile(body, trigger="change")).reason == "Synced"
+        [checked] = rec._checked.values()
+        checked.at -= 5
+        assert not rec.due(body)
+        checked.at -= 5
+        assert rec.due(body)
+    finally:
+        await rec.close()
+
+
+def test_logs_never_show_api_keys(caplog, monkeypatch):
+    import logging
+
+    from flowreg.controller.run import RedactSecrets
+
+    logger = logging.getLogger("flowreg.test-redaction")
+    for handler in [caplog.handler]:
+        handler.addFilter(RedactSecrets(["sk-live-0123456789"]))
+    with caplog.at_level(logging.INFO, logger="flowreg.test-redaction"):
+        logger.info("connecting with %s", "sk-live-0123456789")
+    assert "sk-live" not in caplog.text and "[REDACTED]" in caplog.text
+
+
+async def test_a_sync_queued_behind_another_keeps_the_report_of_the_one_that_wrote(reconciler):
+    # Two triggers for a new registry (resume and create, say), each with its own copy of the
+    # object as it was before any sync: the first holds the registry while its embedder is
+    # slow; the second runs after it, finds nothing to do, and must not replace the first's
+    # report (created: 50) with its own (skipped: 50).
+    flows = make_flows(50)
+    first_body, second_body = body_of(flows), body_of(flows)
+    engine = await reconciler.engine(reconciler.config.store("default"))
+    gate = asyncio.Event()
+    embed = engine.embedder.inner.embed
+
+    async def held(texts):
+        await gate.wait()
+        return await embed(texts)
+
+    engine.embedder.inner.embed = held
+    first = asyncio.create_task(reconciler.reconcile(first_body, trigger="resume"))
+    while not reconciler._lock(first_body).locked():
+        await asyncio.sleep(0)
+    second = asyncio.create_task(reconciler.reconcile(second_body, trigger="change"))
+    await asyncio.sleep(0.05)
+    assert not first.done() and not second.done()
+    gate.set()
+    await asyncio.gather(first, second)
+    reports = [p["lastSync"] for p in reconciler.sink.patches if p.get("lastSync")]
+    assert [r["created"] for r in reports] == [50]  # written once, by the sync that created
+    assert engine.embedder.texts == 50
+
+
+async def test_an_unexpected_error_is_said_in_status_and_retried(reconciler, monkeypatch,
+                                                                  caplog):
+    async def broken(store):
+        raise ImportError("libstdc++.so.6: cannot open shared object file")
+
+    monkeypatch.setattr(reconciler, "engine", broken)
+    body = body_of(make_flows(2))
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.reason == "InternalError" and outcome.reconciling and not outcome.ready
+    types = {c["type"]: c["status"] for c in body["status"]["conditions"]}
+    assert types == {"Ready": "False", "Reconciling": "True"}
+    assert "ImportError: libstdc++.so.6" in ready(body)["message"]
+    assert "Traceback" in caplog.text  # the whole story is in the operator's log
+    assert reconciler._checked["uid-1"].transient  # retried with backoff, not at the interval

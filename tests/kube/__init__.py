@@ -1,1 +1,0 @@
-"""A real Kubernetes control plane (kube-apiserver + etcd) for the test suite."""
