@@ -112,3 +112,27 @@ class ConflictError(FlowregError):
     reason = "Conflict"
     exit_code = ExitCode.CONFLICT
     permanent = True
+
+
+class UsageError(FlowregError):
+    """A flag, setting or environment variable the invocation depends on is wrong or missing."""
+
+    reason = "InvalidConfig"
+    exit_code = ExitCode.USAGE
+    permanent = True
+
+
+class Interrupted(FlowregError):
+    """A run stopped at a batch boundary on a signal; what was written before it stays.
+
+    ``signum`` is the signal; the CLI exits with 128 + ``signum`` (130 for SIGINT, 143 for
+    SIGTERM), as a shell reports a process a signal ended."""
+
+    reason = "Interrupted"
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.signal_name} at a batch boundary")

@@ -20,7 +20,13 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from flowreg.embed.base import CountingEmbedder, Embedder
-from flowreg.errors import DeletionGuard, EmbedderUnavailable, FlowregError, InvalidSpec
+from flowreg.errors import (
+    DeletionGuard,
+    EmbedderUnavailable,
+    FlowregError,
+    Interrupted,
+    InvalidSpec,
+)
 from flowreg.flow import Registry, SyncPolicy
 from flowreg.history import Checkpoint, RunHistory
 from flowreg.plan import Plan, Removal, RemovalReason, VectorSource, Write, guard, plan_sync
@@ -105,7 +111,8 @@ class SyncEngine:
             report.batches = await self._execute(plan, run_id, progress)
         except BaseException as exc:
             if self.history is not None:
-                status = "refused" if isinstance(exc, DeletionGuard) else "failed"
+                status = ("refused" if isinstance(exc, DeletionGuard)
+                          else "interrupted" if isinstance(exc, Interrupted) else "failed")
                 message = str(exc) if isinstance(exc, FlowregError) else repr(exc)
                 self.history.finish(run_id, status, error=message)
             raise

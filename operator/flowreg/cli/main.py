@@ -14,12 +14,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from flowreg.errors import ConflictError, ExitCode, FlowregError, InvalidSpec, Problem
+from flowreg import bounds
+from flowreg.cli.flagtypes import bounded, store_location
+from flowreg.errors import (
+    ConflictError,
+    ExitCode,
+    FlowregError,
+    Interrupted,
+    InvalidSpec,
+    Problem,
+    UsageError,
+)
+from flowreg.location import redact
 from flowreg.version import __version__
 
 if TYPE_CHECKING:
@@ -33,6 +45,8 @@ if TYPE_CHECKING:
 DEFAULT_LOCATION = ".flowreg/qdrant"
 DEFAULT_COLLECTION = "flowreg_flows"
 DEFAULT_BATCH_SIZE = 100
+DEFAULT_LOCK_TIMEOUT = 30.0
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def store(p: argparse.ArgumentParser) -> None:
         p.add_argument("--store", default=os.environ.get("FLOWREG_STORE", DEFAULT_LOCATION),
+                       type=store_location,
                        help=":memory:, a directory (embedded Qdrant), or an http(s):// Qdrant URL "
-                            "(API key from $QDRANT_API_KEY) [default: %(default)s]")
+                            "(API key from $QDRANT_API_KEY, never in the URL) "
+                            "[default: %(default)s]")
+        p.add_argument("--lock-timeout", type=bounded(bounds.LOCK_TIMEOUT),
+                       default=DEFAULT_LOCK_TIMEOUT, metavar="SECONDS",
+                       help="how long to wait for another process holding an embedded store; "
+                            "0 fails at once [%(default)g]")
         p.add_argument("--collection",
                        default=os.environ.get("FLOWREG_COLLECTION", DEFAULT_COLLECTION))
         p.add_argument("--history", default=None,
@@ -68,9 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--embedding-url", default=os.environ.get("FLOWREG_EMBEDDING_URL"),
                        help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
         p.add_argument("--embedding-model", default=os.environ.get("FLOWREG_EMBEDDING_MODEL"))
-        p.add_argument("--embedding-dimension", type=int, default=None)
-        p.add_argument("--embedding-api-key-env", default="OPENAI_API_KEY",
-                       help="environment variable holding the embedding API key")
+        p.add_argument("--embedding-dimension", type=bounded(bounds.EMBEDDING_DIMENSION),
+                       default=None)
+        p.add_argument("--embedding-api-key-env", default=None, metavar="NAME",
+                       help="environment variable holding the embedding API key; must be set "
+                            f"when given [default: {DEFAULT_KEY_ENV}, optional]")
 
     p = sub.add_parser("validate", help="check manifests offline (schema, checksums, blueprints)")
     files(p)
@@ -92,13 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "(finds tampering)")
         p.add_argument("--no-prune", action="store_true",
                        help="keep undeclared flows instead of deleting them")
-        p.add_argument("--max-deletions", type=int, default=None,
+        p.add_argument("--max-deletions", type=bounded(bounds.MAX_DELETIONS), default=None,
                        help="refuse to delete more flows than this [default: the manifest's "
                             "spec.deletionGuard.maxDeletions, 25]")
         p.add_argument("--allow-empty", action="store_true",
                        help="let an empty registry delete every flow it owns")
         if name == "apply":
-            p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+            p.add_argument("--batch-size", type=bounded(bounds.BATCH_SIZE),
+                           default=DEFAULT_BATCH_SIZE,
+                           help="changes per write (one embedding call, one write call, one "
+                                "checkpoint) [%(default)s]")
             p.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
 
     p = sub.add_parser("export", help="write what Qdrant holds for an agent as a manifest")
@@ -113,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     output(p)
     p.add_argument("--agent", required=True)
-    p.add_argument("-k", "--limit", type=int, default=5, help="how many flows [%(default)s]")
+    p.add_argument("-k", "--limit", type=bounded(bounds.QUERY_LIMIT), default=5,
+                   help="how many flows [%(default)s]")
 
     p = sub.add_parser("run", help="run the Kubernetes operator")
     p.add_argument("--config", default=os.environ.get("FLOWREG_CONFIG"),
@@ -126,23 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peering", default=None,
                    help="KopfPeering name for HA: the replica started first reconciles, the "
                         "others stand by; standalone if unset")
-    p.add_argument("--peering-lifetime", type=int, default=60,
+    p.add_argument("--peering-lifetime", type=bounded(bounds.PEERING_LIFETIME), default=60,
                    help="seconds without a heartbeat after which a standby takes over "
                         "[%(default)s]")
-    p.add_argument("--metrics-port", type=int, default=8080, help="0 disables metrics")
+    p.add_argument("--metrics-port", type=bounded(bounds.METRICS_PORT), default=8080,
+                   help="0 disables metrics")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--verbose", action="store_true")
 
     p = sub.add_parser("history", help="show the latest apply runs")
     store(p)
     output(p)
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=bounded(bounds.HISTORY_LIMIT), default=20)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command == "run":
             return _run_operator(args)
@@ -158,12 +186,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return int(exc.exit_code)
+    except Interrupted as exc:
+        print(f"error: {exc.reason}: {exc}; nothing was written after it", file=sys.stderr)
+        return 128 + exc.signum
     except FlowregError as exc:
-        print(f"error: {exc.reason}: {exc}", file=sys.stderr)
+        print(f"error: {exc.reason}: {redact(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted by SIGINT", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Exception as exc:
+        # A full disk outside the store's own writes (the run history's SQLite, a migration).
+        from flowreg.store.space import is_out_of_space, no_space
+
+        if not is_out_of_space(exc) or not getattr(args, "store", None):
+            raise
+        error = no_space(_space_path(args))
+        print(f"error: {error.reason}: {error}", file=sys.stderr)
+        return int(error.exit_code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM outside an apply's batches: stop where the program is, as SIGINT would."""
+    raise Interrupted(signum)
+
+
+def _space_path(args: argparse.Namespace) -> str:
+    store = args.store
+    return store.value if store.is_directory and Path(store.value).exists() else "."
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
@@ -265,13 +317,17 @@ def _checksum(args: argparse.Namespace) -> int:
 
 async def _sync(args: argparse.Namespace) -> int:
     from flowreg import manifest
+    from flowreg.cli.stopping import StopSignals, partial_report, partial_summary
 
     decls = manifest.load(args.files)
     _warn_cluster_size(decls)
     engine = await _engine(args)
     exit_code = ExitCode.OK
+    stop = StopSignals()
+    stop.install()
     try:
         for decl in decls:
+            stop.check()
             policy = _policy(decl, args)
             if args.command == "plan":
                 planned = await engine.plan(decl.registry, policy, deep=args.deep)
@@ -284,12 +340,33 @@ async def _sync(args: argparse.Namespace) -> int:
                     for line in _plan_lines(planned.plan):
                         print(f"  {line}")
             else:
-                progress = _progress_bar(decl, args)
+                bar = _progress_bar(decl, args)
+                seen: dict[str, Any] = {}
+
+                async def on_plan(plan: Any, seen: dict[str, Any] = seen) -> None:
+                    seen["plan"] = plan
+                    stop.check()
+
+                def progress(cp: Checkpoint, seen: dict[str, Any] = seen,
+                             bar: Any = bar) -> None:
+                    seen["checkpoint"] = cp
+                    if bar is not None:
+                        bar(cp)
+                    stop.check(cp)
+
                 try:
                     report = await engine.apply(decl.registry, policy, deep=args.deep,
-                                                progress=progress)
+                                                progress=progress, on_plan=on_plan)
+                except Interrupted as exc:
+                    partial = partial_report(seen.get("plan"), seen.get("checkpoint"),
+                                             decl.registry.owner, decl.registry.agent_id, exc)
+                    if args.output == "json":
+                        _print_json(partial)
+                    else:
+                        print(partial_summary(partial))
+                    raise
                 finally:
-                    if progress is not None:
+                    if bar is not None:
                         print(file=sys.stderr)
                 if args.output == "json":
                     _print_json(report.to_dict())
@@ -304,7 +381,10 @@ async def _sync(args: argparse.Namespace) -> int:
                       f"untouched: {owners}", file=sys.stderr)
                 exit_code = ConflictError.exit_code
     finally:
+        stop.uninstall()
         await _close(engine)
+    if stop.signum is not None:  # it came after the last batch: everything was done
+        raise Interrupted(stop.signum)
     return exit_code
 
 
@@ -387,8 +467,6 @@ async def _export(args: argparse.Namespace) -> int:
 
 
 async def _query(args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise InvalidSpec("-k/--limit must be at least 1")
     engine = await _engine(args, with_history=False)
     try:
         hits = await engine.query(args.agent, args.text, args.limit)
@@ -436,7 +514,7 @@ async def _engine(args: argparse.Namespace, *, with_history: bool = True) -> Syn
     from flowreg.sync import SyncEngine
 
     embedder = _embedder(args)
-    store = open_store(args.store, args.collection)
+    store = open_store(args.store, args.collection, lock_timeout=args.lock_timeout)
     history = RunHistory(_history_path(args)) if with_history else None
     engine = SyncEngine(store, embedder, history=history,
                         batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE))
@@ -457,9 +535,18 @@ def _embedder(args: argparse.Namespace) -> Embedder:
         return make_embedder({"kind": args.embedder})
     if not args.embedding_url or not args.embedding_model:
         raise InvalidSpec("--embedder openai needs --embedding-url and --embedding-model")
+    key_env = args.embedding_api_key_env or DEFAULT_KEY_ENV
+    if not os.environ.get(key_env):
+        if args.embedding_api_key_env:
+            raise UsageError(
+                f"--embedding-api-key-env {key_env}: the variable ${key_env} is not set (or "
+                "empty), so there is no API key to send; set it, or leave the flag out for an "
+                "endpoint that needs no key")
+        print(f"warning: ${key_env} is not set: calling {redact(args.embedding_url)} without "
+              "an API key (name the key's variable with --embedding-api-key-env)",
+              file=sys.stderr)
     config: dict[str, Any] = {"kind": "openai", "url": args.embedding_url,
-                              "model": args.embedding_model,
-                              "apiKeyEnv": args.embedding_api_key_env}
+                              "model": args.embedding_model, "apiKeyEnv": key_env}
     if args.embedding_dimension:
         config["dimension"] = args.embedding_dimension
     return make_embedder(config)
@@ -468,11 +555,11 @@ def _embedder(args: argparse.Namespace) -> Embedder:
 def _history_path(args: argparse.Namespace) -> str:
     if args.history:
         return str(args.history)
-    if args.store == ":memory:":
+    if args.store.is_memory:
         return ":memory:"
-    if args.store.startswith(("http://", "https://")):
+    if args.store.is_server:
         return str(Path(DEFAULT_LOCATION).parent / "history.db")
-    return str(Path(args.store).parent / "history.db")
+    return str(Path(args.store.value).parent / "history.db")
 
 
 def _dns_name(agent: str) -> str:

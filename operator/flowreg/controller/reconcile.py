@@ -73,7 +73,8 @@ class Reconciler:
         if engine is None:
             embedder = make_embedder(store.embedder)
             flow_store = open_store(store.location, store.collection, api_key=store.api_key,
-                                    timeout=store.timeout, page_size=store.page_size)
+                                    timeout=store.timeout, page_size=store.page_size,
+                                    lock_timeout=0)  # held: fail now, retried with backoff
             engine = SyncEngine(flow_store, embedder, batch_size=store.batch_size)
             self.engines[store.name] = engine
         return engine

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flowreg.location import redact
 from flowreg.report import SyncReport
 
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
@@ -28,6 +29,10 @@ class Outcome:
     message: str
     reconciling: bool = False
     stalled: bool = False
+
+    def __post_init__(self) -> None:
+        # Status messages and events show store locations: never a URL's credentials.
+        object.__setattr__(self, "message", redact(self.message))
 
 
 def now_iso() -> str:

@@ -32,6 +32,7 @@ from flowreg.store.base import (
     describe,
     in_use,
 )
+from flowreg.store.space import NEW_SHARD, batch_bytes, ensure_space, is_out_of_space, no_space
 
 EDGE_PAGE_SIZE = 5_000
 CONFIG_FILE = "edge_config.json"
@@ -87,6 +88,8 @@ class EdgeStore(FlowStore):
         self.path = Path(directory) / collection
         self.page_size = page_size or EDGE_PAGE_SIZE
         self._shard: Any = None
+        self.lock: Any = None
+        """The store directory's ``StoreLock`` (set by ``open_store``), released by close."""
         if is_shard(self.path):
             self._shard = self._open(lambda: qdrant_edge.EdgeShard.load(str(self.path)))
 
@@ -95,6 +98,8 @@ class EdgeStore(FlowStore):
             return load()
         except Exception as exc:
             text = str(exc)
+            if is_out_of_space(exc):
+                raise no_space(self.path.parent, NEW_SHARD) from None
             if "WouldBlock" in text or "failed to open WAL" in text:
                 raise StoreUnavailable(in_use(str(self.path))) from None
             raise StoreUnavailable(
@@ -104,6 +109,9 @@ class EdgeStore(FlowStore):
         if self._shard is not None:
             shard, self._shard = self._shard, None
             shard.close()
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.release()
 
     async def _exists(self) -> bool:
         return self._shard is not None
@@ -112,6 +120,7 @@ class EdgeStore(FlowStore):
         q = self._q
         config = shard_config(q, dimension)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_space(self.path.parent, NEW_SHARD)
         self._shard = self._open(lambda: q.EdgeShard.create(str(self.path), config))
         for name in INDEXED_FIELDS:
             self._shard.update(q.UpdateOperation.create_field_index(name,
@@ -155,8 +164,7 @@ class EdgeStore(FlowStore):
 
     async def _write(self, writes: Sequence[PointWrite], deletes: Sequence[str]) -> None:
         q = self._q
-        points = [q.Point(w.id, w.vector, pack(w.payload))
-                  for w in writes if w.vector is not None]
+        upserts = [(w.id, w.vector, pack(w.payload)) for w in writes if w.vector is not None]
         rewrites = [w for w in writes if w.vector is None]
         if rewrites:
             # A payload rewrite is an upsert with the stored vector: one update for the batch
@@ -164,10 +172,13 @@ class EdgeStore(FlowStore):
             stored = {pid: vector for pid, _, vector in
                       await self._retrieve([w.id for w in rewrites], payload=False,
                                            vectors=True)}
-            points.extend(q.Point(w.id, stored[w.id], pack(w.payload))
-                          for w in rewrites if stored.get(w.id) is not None)
-        if points:
-            self._shard.update(q.UpdateOperation.upsert_points(points))
+            upserts.extend((w.id, stored[w.id], pack(w.payload))
+                           for w in rewrites if stored.get(w.id) is not None)
+        # Checked before Edge is called: a write through mmap on a full disk is a SIGBUS.
+        ensure_space(self.path, batch_bytes([(v, p) for _, v, p in upserts], len(deletes)))
+        if upserts:
+            self._shard.update(q.UpdateOperation.upsert_points(
+                [q.Point(pid, vector, payload) for pid, vector, payload in upserts]))
         if deletes:
             self._shard.update(q.UpdateOperation.delete_points(list(deletes)))
 
@@ -198,6 +209,8 @@ class EdgeStore(FlowStore):
         return q.Filter(must=must or None, must_not=must_not or None)
 
     def _map_error(self, exc: Exception) -> FlowregError | None:
+        if is_out_of_space(exc):
+            return no_space(self.path)
         if type(exc) is Exception:  # Edge raises bare exceptions
             if "dimension" in str(exc):
                 return StoreIncompatible(f"the Qdrant Edge shard {self.path}: {describe(exc)}")
