@@ -118,7 +118,8 @@ def _server_url(text: str, shown: str) -> str:
     if not parts.hostname:
         raise LocationError(f"store URL {shown!r} has no host; expected {ACCEPTED}")
     if port == 0:
-        raise LocationError(f"store URL {shown!r}: port 0 is not a port")
+        raise LocationError(f"store URL {shown!r}: port 0 is not a port; expected {ACCEPTED}")
     if parts.query or parts.fragment:
-        raise LocationError(f"store URL {shown!r}: a query or fragment means nothing here")
+        raise LocationError(f"store URL {shown!r}: a query or fragment means nothing here; "
+                            f"expected {ACCEPTED}")
     return text.rstrip("/") if parts.path in ("", "/") else text

@@ -32,7 +32,15 @@ from flowreg.store.base import (
     describe,
     in_use,
 )
-from flowreg.store.space import NEW_SHARD, batch_bytes, ensure_space, is_out_of_space, no_space
+from flowreg.store.space import (
+    NEW_SHARD,
+    RESERVE,
+    batch_bytes,
+    ensure_space,
+    is_out_of_space,
+    no_space,
+    unallocated_bytes,
+)
 
 EDGE_PAGE_SIZE = 5_000
 CONFIG_FILE = "edge_config.json"
@@ -91,6 +99,8 @@ class EdgeStore(FlowStore):
         self.lock: Any = None
         """The store directory's ``StoreLock`` (set by ``open_store``), released by close."""
         if is_shard(self.path):
+            # Loading pre-faults the shard's mapped files: on a full disk, a SIGBUS.
+            ensure_space(self.path, unallocated_bytes(self.path) + RESERVE)
             self._shard = self._open(lambda: qdrant_edge.EdgeShard.load(str(self.path)))
 
     def _open(self, load: Any) -> Any:
@@ -175,7 +185,8 @@ class EdgeStore(FlowStore):
             upserts.extend((w.id, stored[w.id], pack(w.payload))
                            for w in rewrites if stored.get(w.id) is not None)
         # Checked before Edge is called: a write through mmap on a full disk is a SIGBUS.
-        ensure_space(self.path, batch_bytes([(v, p) for _, v, p in upserts], len(deletes)))
+        ensure_space(self.path, unallocated_bytes(self.path)
+                     + batch_bytes([(v, p) for _, v, p in upserts], len(deletes)))
         if upserts:
             self._shard.update(q.UpdateOperation.upsert_points(
                 [q.Point(pid, vector, payload) for pid, vector, payload in upserts]))

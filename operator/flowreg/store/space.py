@@ -1,18 +1,23 @@
 """Free disk space for an embedded store: checked before every write, never a crash.
 
-Qdrant Edge keeps its write-ahead log, vectors, payloads and indexes in files it creates at
-their full size without allocating them (sparse) and then writes through ``mmap``. On a full
-filesystem the kernel cannot allocate the page a write touches and sends the process
-``SIGBUS``: it dies by a signal, with no message (the data already written survives; a rerun
-converges). A signal cannot be turned into an error afterwards, so it is prevented: before each
-write the free space of the store's filesystem is compared with an estimate of what the write
-will allocate, and a write that may not fit is refused with ``NoSpace`` (exit 4, "no space left
-on device: need ~X MiB, Y MiB free at PATH") before Edge is called. The estimate is generous
-(every byte of a vector and a payload counted several times, plus a fixed reserve for the pages
-each file's first touch allocates), so a refusal comes while space remains; errors the engine
-reports itself (``ENOSPC``, SQLite's "disk is full") are mapped to the same message.
+Where the SIGBUS comes from: Qdrant Edge keeps its write-ahead log, vectors, payloads and
+payload indexes in files it creates at their full size without allocating them (sparse: a
+32 MiB log segment, a 32 MiB vector chunk, 4 MiB index pages...) and then uses through
+``mmap``. Writing, or pre-faulting a mapping as Edge does when it loads a shard, makes the kernel
+allocate the pages; on a full filesystem it cannot, and sends the process ``SIGBUS``. The
+process dies by the signal with no message (what was written survives; a rerun converges).
 
-What the estimate cannot foresee is another process filling the disk during the write itself.
+A signal cannot be turned into an error afterwards, so it is prevented: before a shard is
+loaded or created and before each write, the free space of its filesystem is compared with what
+Edge may allocate: every byte its files could still allocate (apparent size minus allocated
+size: the upper bound of what loading and writing into them can take), plus the batch (each
+vector and payload byte counted several times), plus a reserve for one new file of the largest
+kind. If that is short, ``NoSpace`` is raised (exit 4, "no space left on device: need ~X MiB,
+Y MiB free at PATH") before Edge is called. Errors the engine reports itself (``ENOSPC``,
+SQLite's "disk is full") are mapped to the same message.
+
+The bound is generous: a store of a few thousand flows needs about 150 MiB free to be written.
+What it cannot foresee is another process filling the disk during the write itself.
 """
 
 from __future__ import annotations
@@ -25,12 +30,12 @@ from typing import Any
 from flowreg.errors import StoreUnavailable
 
 MIB = 1024 * 1024
-RESERVE = 8 * MIB
-"""Allocated on top of every estimate: the first page of each of the ~20 files a segment
-writes through mmap, the run history's SQLite pages, and headroom."""
+RESERVE = 36 * MIB
+"""On top of every estimate: one new file of the largest kind Edge creates while writing (a
+32 MiB log segment, vector chunk or payload page), the run history's pages, and headroom."""
 NEW_SHARD = 48 * MIB
 """What creating a shard allocates (its payload pages are written out at creation: 40 MiB
-measured with Edge 0.9), plus headroom."""
+measured with Edge 0.9), plus headroom; its sparse files are checked at the first write."""
 COPIES = 4
 """Each vector and payload byte lands in the write-ahead log and in its segment storage; a
 payload also in its indexes: counted four times."""
@@ -68,6 +73,20 @@ def batch_bytes(points: Sequence[tuple[Sequence[float] | None, Mapping[str, Any]
     for vector, payload in points:
         size = len(payload) if isinstance(payload, str) else len(orjson.dumps(payload))
         total += POINT_OVERHEAD + COPIES * (size + 4 * len(vector or ()))
+    return total
+
+
+def unallocated_bytes(directory: str | os.PathLike[str]) -> int:
+    """What the files under ``directory`` could still allocate: for each, its apparent size
+    minus the bytes allocated to it (sparse files Edge maps into memory)."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            total += max(0, st.st_size - st.st_blocks * 512)
     return total
 
 
