@@ -35,6 +35,7 @@ from flowreg.store.base import (
 from flowreg.store.space import (
     NEW_SHARD,
     RESERVE,
+    SpaceGuard,
     batch_bytes,
     ensure_space,
     is_out_of_space,
@@ -96,6 +97,7 @@ class EdgeStore(FlowStore):
         self.path = Path(directory) / collection
         self.page_size = page_size or EDGE_PAGE_SIZE
         self._shard: Any = None
+        self.space = SpaceGuard(self.path)
         self.lock: Any = None
         """The store directory's ``StoreLock`` (set by ``open_store``), released by close."""
         if is_shard(self.path):
@@ -185,8 +187,7 @@ class EdgeStore(FlowStore):
             upserts.extend((w.id, stored[w.id], pack(w.payload))
                            for w in rewrites if stored.get(w.id) is not None)
         # Checked before Edge is called: a write through mmap on a full disk is a SIGBUS.
-        ensure_space(self.path, unallocated_bytes(self.path)
-                     + batch_bytes([(v, p) for _, v, p in upserts], len(deletes)))
+        self.space.check(batch_bytes([(v, p) for _, v, p in upserts], len(deletes)))
         if upserts:
             self._shard.update(q.UpdateOperation.upsert_points(
                 [q.Point(pid, vector, payload) for pid, vector, payload in upserts]))
