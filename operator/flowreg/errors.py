@@ -123,16 +123,16 @@ class UsageError(FlowregError):
 
 
 class Interrupted(FlowregError):
-    """A run stopped at a batch boundary on a signal; what was written before it stays.
+    """A command stopped on a signal (an apply: at a batch boundary, keeping what it wrote).
 
     ``signum`` is the signal; the CLI exits with 128 + ``signum`` (130 for SIGINT, 143 for
     SIGTERM), as a shell reports a process a signal ended."""
 
     reason = "Interrupted"
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, where: str = "") -> None:
         import signal
 
         self.signum = signum
         self.signal_name = signal.Signals(signum).name
-        super().__init__(f"stopped by {self.signal_name} at a batch boundary")
+        super().__init__(f"stopped by {self.signal_name}{' ' + where if where else ''}")

@@ -184,16 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: invalid input ({count} problem{'s' if count != 1 else ''}); "
               "nothing was written:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {redact(str(problem))}", file=sys.stderr)
         return int(exc.exit_code)
     except Interrupted as exc:
-        print(f"error: {exc.reason}: {exc}; nothing was written after it", file=sys.stderr)
+        print(f"error: {exc.reason}: {exc}", file=sys.stderr)
         return 128 + exc.signum
     except FlowregError as exc:
         print(f"error: {exc.reason}: {redact(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted by SIGINT", file=sys.stderr)
+        print(f"error: Interrupted: stopped by {signal.SIGINT.name}", file=sys.stderr)
         return 128 + signal.SIGINT
     except Exception as exc:
         # A full disk outside the store's own writes (the run history's SQLite, a migration).
@@ -384,7 +384,7 @@ async def _sync(args: argparse.Namespace) -> int:
         stop.uninstall()
         await _close(engine)
     if stop.signum is not None:  # it came after the last batch: everything was done
-        raise Interrupted(stop.signum)
+        raise Interrupted(stop.signum, "after the last batch; the apply is complete")
     return exit_code
 
 
@@ -503,7 +503,7 @@ def _history(args: argparse.Namespace) -> int:
         if r.report:
             line += f"  {r.report.get('changes', 0)} change(s)"
         if r.error:
-            line += f"  error: {r.error.splitlines()[0][:120]}"
+            line += f"  error: {redact(r.error.splitlines()[0])[:120]}"
         print(line)
     return ExitCode.OK
 

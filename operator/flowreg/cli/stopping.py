@@ -48,7 +48,7 @@ class StopSignals:
         """Raise ``Interrupted`` if a signal came (unless ``checkpoint`` says all is done)."""
         if self.signum is not None and (checkpoint is None
                                         or checkpoint.done < checkpoint.total):
-            raise Interrupted(self.signum)
+            raise Interrupted(self.signum, "at a batch boundary; nothing was written after it")
 
 
 def partial_report(plan: Plan | None, checkpoint: Checkpoint | None, owner: str,
