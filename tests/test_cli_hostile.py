@@ -3,6 +3,7 @@ locations, credentials in URLs, numbers out of range, key variables left unset, 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -214,3 +215,24 @@ def test_the_operator_says_plainly_which_store_it_uses(tmp_path):
     assert lines["disk"].startswith(f"store 'disk': embedded directory {tmp_path / 'qdrant'}")
     assert lines["server"].startswith("store 'server': Qdrant server http://qdrant.qdrant.svc")
     assert "every flow is lost when the operator stops" in lines["scratch"]
+
+
+def test_the_charts_values_schema_refuses_what_the_operator_refuses():
+    import copy
+
+    import jsonschema_rs
+
+    chart = Path(__file__).resolve().parent.parent / "helm" / "flowreg"
+    validator = jsonschema_rs.validator_for(json.loads((chart / "values.schema.json").read_text()))
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    assert validator.is_valid(values)
+    for setting, value in [("location", "http://admin:pw@qdrant:6333"), ("batchSize", 0),
+                           ("pageSize", 0), ("timeout", 0)]:
+        bad = copy.deepcopy(values)
+        bad["stores"]["default"][setting] = value
+        assert not validator.is_valid(bad), setting
+        with pytest.raises(ConfigError):
+            parse_config({"stores": {"default": bad["stores"]["default"]}})
+    without = copy.deepcopy(values)
+    del without["stores"]["default"]["location"]
+    assert not validator.is_valid(without)

@@ -2,7 +2,8 @@
 
 Exit codes (the table lives in ``flowreg.errors.ExitCode``): 0 success, 1 internal error,
 2 usage error, 3 invalid input, 4 store unavailable, 5 refused by a safety guard,
-6 conflict with another registry's flows, 7 embedder unavailable.
+6 conflict with another registry's flows, 7 embedder unavailable; 128 + N stopped by signal N
+(130 SIGINT, 143 SIGTERM; an apply stops at a batch boundary, see ``flowreg.cli.stopping``).
 
 Start-up is part of every command's cost: this module imports only what parsing the command
 line needs, and each command imports what it uses (the store and qdrant-client only for the
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep an agent's flows in Qdrant in step with FlowRegistry manifests.",
         epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid input, "
                "4 store unavailable, 5 refused by a safety guard, 6 conflict, "
-               "7 embedder unavailable.")
+               "7 embedder unavailable, 130/143 stopped by SIGINT/SIGTERM.")
     parser.add_argument("--version", action="version", version=f"flowreg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
