@@ -235,3 +235,29 @@ def test_a_new_store_on_a_full_disk_is_exit_4(big_manifest, tmp_path):
         assert result.returncode == 4, result.stderr
         assert "no space left on device: need ~48 MiB" in result.stderr
         filler.unlink()
+
+
+def test_the_partial_report_names_the_first_changes_in_the_engines_order():
+    from flowreg.cli.stopping import partial_report
+    from flowreg.errors import Interrupted
+    from flowreg.flow import Flow
+    from flowreg.history import Checkpoint
+    from flowreg.plan import Plan, Removal, RemovalReason, VectorSource, Write
+
+    def write(name: str) -> Write:
+        return Write(Flow(name, f"{name} description"), f"id-{name}", VectorSource.EMBED)
+
+    plan = Plan("a", "ns/r", "hashing:384",
+                creates=(write("new1"), write("moved"), write("new2")),
+                updates=(write("changed1"), write("changed2")),
+                deletes=(Removal("id-old", "old", RemovalReason.RENAMED),
+                         Removal("id-gone", "gone", RemovalReason.UNDECLARED)),
+                renames=(("old", "moved"),))
+    exc = Interrupted(signal.SIGTERM, "at a batch boundary")
+    at = {done: partial_report(plan, Checkpoint("r", done, 7), "ns/r", "a", exc)
+          for done in (0, 2, 4, 7)}
+    assert [at[0][k] for k in ("created", "renamed", "updated", "deleted")] == [[], [], [], []]
+    assert (at[2]["created"], at[2]["renamed"]) == (["new1"], ["moved"])
+    assert at[4]["updated"] == ["changed1"] and at[4]["created"] == ["new1", "new2"]
+    assert at[7]["deleted"] == ["gone"] and at[7]["total"] == 7 and at[7]["signal"] == "SIGTERM"
+    assert partial_report(None, None, "ns/r", "a", exc)["done"] == 0

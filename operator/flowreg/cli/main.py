@@ -328,7 +328,8 @@ async def _sync(args: argparse.Namespace) -> int:
     stop.install()
     try:
         for decl in decls:
-            stop.check()
+            stop.check(where="before the next registry; nothing was written after it"
+                       if args.command == "apply" else "")
             policy = _policy(decl, args)
             if args.command == "plan":
                 planned = await engine.plan(decl.registry, policy, deep=args.deep)
@@ -385,7 +386,8 @@ async def _sync(args: argparse.Namespace) -> int:
         stop.uninstall()
         await _close(engine)
     if stop.signum is not None:  # it came after the last batch: everything was done
-        raise Interrupted(stop.signum, "after the last batch; the apply is complete")
+        raise Interrupted(stop.signum, "after the last batch; the apply is complete"
+                          if args.command == "apply" else "")
     return exit_code
 
 

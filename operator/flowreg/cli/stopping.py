@@ -44,11 +44,12 @@ class StopSignals:
         if self._loop is not None:  # the next one takes its default action
             self._loop.remove_signal_handler(sig)
 
-    def check(self, checkpoint: Checkpoint | None = None) -> None:
+    def check(self, checkpoint: Checkpoint | None = None,
+              where: str = "at a batch boundary; nothing was written after it") -> None:
         """Raise ``Interrupted`` if a signal came (unless ``checkpoint`` says all is done)."""
         if self.signum is not None and (checkpoint is None
                                         or checkpoint.done < checkpoint.total):
-            raise Interrupted(self.signum, "at a batch boundary; nothing was written after it")
+            raise Interrupted(self.signum, where)
 
 
 def partial_report(plan: Plan | None, checkpoint: Checkpoint | None, owner: str,
