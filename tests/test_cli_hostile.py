@@ -236,3 +236,13 @@ def test_the_charts_values_schema_refuses_what_the_operator_refuses():
     without = copy.deepcopy(values)
     del without["stores"]["default"]["location"]
     assert not validator.is_valid(without)
+
+
+@pytest.mark.parametrize("location", ["ftp://h/x", "http://u:pw1234@h:6333", "h:6333"])
+def test_the_python_api_refuses_the_same_locations(tmp_path, location):
+    from flowreg.errors import InvalidSpec
+    from flowreg.store import open_store
+
+    with pytest.raises(InvalidSpec) as caught:
+        open_store(location)
+    assert "pw1234" not in str(caught.value)
