@@ -44,7 +44,8 @@ class StoreConfig:
     """One named Qdrant connection with its collection and embedder."""
 
     name: str
-    location: str = ":memory:"
+    location: StoreLocation = field(default_factory=lambda: parse_location(":memory:"))
+    """Parsed once, when the configuration is read; ``str()`` is safe to show."""
     collection: str = "flowreg_flows"
     api_key_env: str | None = None
     embedder: Mapping[str, Any] = field(default_factory=lambda: {"kind": "hashing"})
@@ -134,7 +135,7 @@ def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> 
         where = f"stores.{name}."
         stores[str(name)] = StoreConfig(
             name=str(name),
-            location=str(_location(raw.get("location", ":memory:"), f"{where}location")),
+            location=_location(raw.get("location", ":memory:"), f"{where}location"),
             collection=str(raw.get("collection", "flowreg_flows")),
             api_key_env=raw.get("apiKeyEnv"),
             embedder=_embedder(raw.get("embedder"), f"{where}embedder"),
@@ -195,7 +196,7 @@ def store_lines(config: OperatorConfig) -> list[str]:
     """One plain line per configured store: what it is and where (for the start-up log)."""
     lines = []
     for store in config.stores.values():
-        where = parse_location(store.location)
+        where = store.location
         if where.is_memory:
             lines.append(f"store {store.name!r}: :memory: (in this process only: every flow is "
                          "lost when the operator stops)")
