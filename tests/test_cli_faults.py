@@ -208,6 +208,15 @@ def test_a_full_disk_is_exit_4_with_the_space_needed_never_a_signal(big_manifest
         assert "no space left on device: need ~" in result.stderr
         assert f"MiB free at {shard}" in result.stderr and "Traceback" not in result.stderr
 
+        # Nothing free: the run history (SQLite) cannot open either; still a message, exit 4.
+        filler.unlink()
+        filler = fill(disk, 0)
+        result = subprocess.run([sys.executable, "-m", "flowreg.cli.main", "history",
+                                 "--store", str(store)], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 4, result.stderr
+        assert "no space left on device" in result.stderr and "Traceback" not in result.stderr
+
         # Room to load the shard, not to write the whole registry in one batch.
         filler.unlink()
         filler = fill(disk, unallocated_bytes(shard) + RESERVE + 6 * MIB)
@@ -261,3 +270,23 @@ def test_the_partial_report_names_the_first_changes_in_the_engines_order():
     assert at[4]["updated"] == ["changed1"] and at[4]["created"] == ["new1", "new2"]
     assert at[7]["deleted"] == ["gone"] and at[7]["total"] == 7 and at[7]["signal"] == "SIGTERM"
     assert partial_report(None, None, "ns/r", "a", exc)["done"] == 0
+
+
+def test_the_engines_own_out_of_space_errors_get_the_same_message(tmp_path):
+    import errno
+
+    from flowreg.store.space import NoSpace, is_out_of_space
+
+    store = open_store(str(tmp_path / "qdrant"))
+    try:
+        edge_error = Exception("Service runtime error: IO Error: No space left on device "
+                               "(os error 28)")
+        mapped = store._map_error(edge_error)
+        assert isinstance(mapped, NoSpace) and mapped.exit_code == 4
+        assert str(mapped).startswith("no space left on device: need ~")
+        assert str(mapped).endswith(f"MiB free at {tmp_path / 'qdrant' / 'flowreg_flows'}")
+        assert is_out_of_space(OSError(errno.ENOSPC, "No space left on device"))
+        assert is_out_of_space(Exception("database or disk is full"))
+        assert not is_out_of_space(Exception("dimension mismatch"))
+    finally:
+        asyncio.run(store.close())

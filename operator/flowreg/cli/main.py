@@ -198,11 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGINT
     except Exception as exc:
         # A full disk outside the store's own writes (the run history's SQLite, a migration).
-        from flowreg.store.space import is_out_of_space, no_space
-
-        if not is_out_of_space(exc) or not getattr(args, "store", None):
+        error = _storage_error(exc, args)
+        if error is None:
             raise
-        error = no_space(_space_path(args))
         print(f"error: {error.reason}: {error}", file=sys.stderr)
         return int(error.exit_code)
     finally:
@@ -214,9 +212,26 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
-def _space_path(args: argparse.Namespace) -> str:
-    store = args.store
-    return store.value if store.is_directory and Path(store.value).exists() else "."
+def _storage_error(exc: Exception, args: argparse.Namespace) -> FlowregError | None:
+    """The error to report for a failure of the local files (the run history's SQLite file,
+    an embedded store's migration): ``NoSpace`` on a full disk; None if it is not one."""
+    import sqlite3
+
+    from flowreg.errors import StoreUnavailable
+    from flowreg.store.space import RESERVE, free_bytes, is_out_of_space, no_space
+
+    if not getattr(args, "store", None):
+        return None
+    history = Path(_history_path(args))
+    where = next((p for p in (history.parent, Path(args.store.value), Path("."))
+                  if p.exists()), Path("."))
+    if is_out_of_space(exc):
+        return no_space(where)
+    if isinstance(exc, sqlite3.Error):  # SQLite reports a full disk as an I/O error, too
+        if free_bytes(where) < RESERVE:
+            return no_space(where)
+        return StoreUnavailable(f"the run history {history} failed: {exc}")
+    return None
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
