@@ -1,7 +1,10 @@
 """The store on Qdrant Edge: Qdrant's own engine in-process, one shard per collection.
 
-A collection named C in a store directory D is the Edge shard ``D/C``. The shard's write-ahead
-log is its lock: a second process opening the same shard gets ``StoreUnavailable`` at once.
+A collection named C in a store directory D is the Edge shard ``D/C``. ``open_store`` locks D
+for the process (``store.lock``: another process waits its turn); the shard's write-ahead log
+is a lock of its own, so a process that opens the shard without D's lock gets
+``StoreUnavailable`` at once. Free space is checked before the shard is loaded and before
+each write (``store.space``: on a full disk, Edge's memory-mapped files would be a SIGBUS).
 Each Edge update is atomic under a kill, and a batch is at most three of them (one upsert of
 new points and rewritten payloads, one deletion), so a killed apply leaves whole points only.
 
