@@ -21,21 +21,30 @@ class ExitCode(IntEnum):
     SAFETY_GUARD = 5
     CONFLICT = 6
     EMBEDDER_UNAVAILABLE = 7
+    STOPPED_BY_SIGINT = 130
+    STOPPED_BY_SIGTERM = 143
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.INTERNAL: "internal error (a bug: please report it)",
-    ExitCode.USAGE: "usage error",
+    ExitCode.USAGE: "usage error (a flag out of range, a store location that names no store or "
+                    "carries credentials, an unset key variable named by a flag or setting, an "
+                    "invalid operator configuration)",
     ExitCode.INVALID_INPUT: "invalid input (schema, checksum, blueprint, input over a limit "
                             "below, or no FlowRegistry document at all); nothing was written",
-    ExitCode.STORE_UNAVAILABLE: "store unavailable (unreachable server, embedded store in use "
-                                "by another process, incompatible collection)",
+    ExitCode.STORE_UNAVAILABLE: "store unavailable (unreachable server, embedded store still in "
+                                "use by another process after `--lock-timeout`, incompatible "
+                                "collection, no space left on the embedded store's device)",
     ExitCode.SAFETY_GUARD: "refused by a safety guard (empty registry, too many deletions); "
                            "nothing was written",
     ExitCode.CONFLICT: "conflict: declared flows belong to another registry (they were left "
                        "untouched; the rest was applied)",
     ExitCode.EMBEDDER_UNAVAILABLE: "embedder unavailable",
+    ExitCode.STOPPED_BY_SIGINT: "stopped by SIGINT (an apply at a batch boundary, with its "
+                                "partial report)",
+    ExitCode.STOPPED_BY_SIGTERM: "stopped by SIGTERM (an apply at a batch boundary, with its "
+                                 "partial report)",
 }
 """What each exit code means: the one table (README.md's equals it; a test checks)."""
 
@@ -129,3 +138,27 @@ class ConflictError(FlowregError):
     reason = "Conflict"
     exit_code = ExitCode.CONFLICT
     permanent = True
+
+
+class UsageError(FlowregError):
+    """A flag, setting or environment variable the invocation depends on is wrong or missing."""
+
+    reason = "InvalidConfig"
+    exit_code = ExitCode.USAGE
+    permanent = True
+
+
+class Interrupted(FlowregError):
+    """A command stopped on a signal (an apply: at a batch boundary, keeping what it wrote).
+
+    ``signum`` is the signal; the CLI exits with 128 + ``signum`` (130 for SIGINT, 143 for
+    SIGTERM), as a shell reports a process a signal ended."""
+
+    reason = "Interrupted"
+
+    def __init__(self, signum: int, where: str = "") -> None:
+        import signal
+
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.signal_name}{' ' + where if where else ''}")

@@ -22,9 +22,16 @@ from typing import Any
 
 from flowreg.embed.base import CountingEmbedder, Embedder
 from flowreg.embed.factory import make_embedder
-from flowreg.errors import DeletionGuard, EmbedderUnavailable, FlowregError, InvalidSpec
+from flowreg.errors import (
+    DeletionGuard,
+    EmbedderUnavailable,
+    FlowregError,
+    Interrupted,
+    InvalidSpec,
+)
 from flowreg.flow import DeclaredFlows, SyncPolicy
 from flowreg.history import Checkpoint, RunHistory
+from flowreg.location import StoreLocation
 from flowreg.plan import Plan, Removal, RemovalReason, VectorSource, Write, guard, plan_sync
 from flowreg.report import SyncReport
 from flowreg.store import (
@@ -50,12 +57,12 @@ class EngineConfig:
     """What ``SyncEngine.open`` opens: a store, an embedder and (optionally) a run history.
 
     ``location`` and ``collection`` are as ``open_store`` takes them (with ``api_key``,
-    ``timeout`` and ``page_size``); ``embedder`` is a configuration for ``make_embedder``
-    (``None``: the hashing default) or an ``Embedder`` the engine then owns; ``history`` is the
-    path of a run-history SQLite file (``None``: no history).
+    ``timeout``, ``page_size`` and ``lock_timeout``); ``embedder`` is a configuration for
+    ``make_embedder`` (``None``: the hashing default) or an ``Embedder`` the engine then owns;
+    ``history`` is the path of a run-history SQLite file (``None``: no history).
     """
 
-    location: str = DEFAULT_LOCATION
+    location: str | StoreLocation = DEFAULT_LOCATION
     collection: str = DEFAULT_COLLECTION
     embedder: Mapping[str, Any] | Embedder | None = None
     history: str | None = None
@@ -63,6 +70,7 @@ class EngineConfig:
     api_key: str | None = None
     timeout: float = 30.0
     page_size: int | None = None
+    lock_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,8 @@ class SyncEngine:
                 else config.embedder
             owned.push_async_callback(embedder.aclose)
             store = open_store(config.location, config.collection, api_key=config.api_key,
-                               timeout=config.timeout, page_size=config.page_size)
+                               timeout=config.timeout, page_size=config.page_size,
+                               lock_timeout=config.lock_timeout)
             owned.push_async_callback(store.close)
             history = None
             if config.history is not None:
@@ -160,7 +169,8 @@ class SyncEngine:
             report.batches = await self._execute(plan, run_id, progress)
         except BaseException as exc:
             if self.history is not None:
-                status = "refused" if isinstance(exc, DeletionGuard) else "failed"
+                status = ("refused" if isinstance(exc, DeletionGuard)
+                          else "interrupted" if isinstance(exc, Interrupted) else "failed")
                 message = str(exc) if isinstance(exc, FlowregError) else repr(exc)
                 self.history.finish(run_id, status, error=message)
             raise

@@ -1,6 +1,7 @@
 """A real `flowreg apply` on the embedded store (Qdrant Edge) killed with SIGKILL mid-run
 converges on rerun: no duplicates, and nothing written before the kill is embedded again. And a
-second concurrent apply on the same embedded store fails fast and clearly."""
+second concurrent apply on the same embedded store with ``--lock-timeout 0`` fails fast and
+clearly (waiting for the lock: tests/cli/test_cli_faults.py)."""
 
 from __future__ import annotations
 
@@ -112,8 +113,8 @@ def test_a_second_concurrent_apply_fails_fast_and_clearly(tmp_path):
     asyncio.run(holder.ensure_collection(384))  # the shard exists and is held
     try:
         started = time.monotonic()
-        result = subprocess.run(apply_cmd(manifest, store), capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run([*apply_cmd(manifest, store), "--lock-timeout", "0"],
+                                capture_output=True, text=True, timeout=60)
         assert time.monotonic() - started < 30
         assert result.returncode == 4
         assert "is in use by another process" in result.stderr

@@ -1,6 +1,8 @@
 """``flowreg``: validate, checksum, plan, apply, export and history of FlowRegistry manifests.
 
-Exit codes: ``flowreg.errors.ExitCode``, with their meanings in ``EXIT_CODE_MEANINGS``.
+Exit codes: ``flowreg.errors.ExitCode``, with their meanings in ``EXIT_CODE_MEANINGS``; 128 + N
+when stopped by signal N (130 SIGINT, 143 SIGTERM; an apply stops at a batch boundary, see
+``flowreg.cli.stopping``).
 
 Start-up is part of every command's cost: this module imports only what parsing the command
 line needs, and each command imports what it uses (the store and qdrant-client only for the
@@ -12,20 +14,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from flowreg import bounds
+from flowreg.cli.flagtypes import bounded, store_location
 from flowreg.embed.factory import KINDS as EMBEDDER_KINDS
 from flowreg.errors import (
     EXIT_CODE_MEANINGS,
     ConflictError,
     ExitCode,
     FlowregError,
+    Interrupted,
     InvalidSpec,
     Problem,
+    UsageError,
 )
+from flowreg.location import redact
 from flowreg.version import __version__
 
 if TYPE_CHECKING:
@@ -36,10 +44,12 @@ if TYPE_CHECKING:
     from flowreg.sync import SyncEngine
 
 # The defaults of flowreg.store and flowreg.sync, named here so that --help does not import
-# them (tests/test_cli.py checks that they agree).
+# them (tests/cli/test_cli.py checks that they agree).
 DEFAULT_LOCATION = ".flowreg/qdrant"
 DEFAULT_COLLECTION = "flowreg_flows"
 DEFAULT_BATCH_SIZE = 100
+DEFAULT_LOCK_TIMEOUT = 30.0
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def store(p: argparse.ArgumentParser) -> None:
         p.add_argument("--store", default=os.environ.get("FLOWREG_STORE", DEFAULT_LOCATION),
+                       type=store_location,
                        help=":memory:, a directory (embedded Qdrant), or an http(s):// Qdrant URL "
-                            "(API key from $QDRANT_API_KEY) [default: %(default)s]")
+                            "(API key from $QDRANT_API_KEY, never in the URL) "
+                            "[default: %(default)s]")
+        p.add_argument("--lock-timeout", type=bounded(bounds.LOCK_TIMEOUT),
+                       default=DEFAULT_LOCK_TIMEOUT, metavar="SECONDS",
+                       help="how long to wait for another process holding an embedded store; "
+                            "0 fails at once [%(default)g]")
         p.add_argument("--collection",
                        default=os.environ.get("FLOWREG_COLLECTION", DEFAULT_COLLECTION))
         p.add_argument("--history", default=None,
@@ -75,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--embedding-url", default=os.environ.get("FLOWREG_EMBEDDING_URL"),
                        help="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1")
         p.add_argument("--embedding-model", default=os.environ.get("FLOWREG_EMBEDDING_MODEL"))
-        p.add_argument("--embedding-dimension", type=int, default=None)
-        p.add_argument("--embedding-api-key-env", default="OPENAI_API_KEY",
-                       help="environment variable holding the embedding API key")
+        p.add_argument("--embedding-dimension", type=bounded(bounds.EMBEDDING_DIMENSION),
+                       default=None)
+        p.add_argument("--embedding-api-key-env", default=None, metavar="NAME",
+                       help="environment variable holding the embedding API key; must be set "
+                            f"when given [default: {DEFAULT_KEY_ENV}, optional]")
 
     p = sub.add_parser("validate", help="check manifests offline (schema, checksums, blueprints)")
     files(p)
@@ -99,13 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "(finds tampering)")
         p.add_argument("--no-prune", action="store_true",
                        help="keep undeclared flows instead of deleting them")
-        p.add_argument("--max-deletions", type=int, default=None,
+        p.add_argument("--max-deletions", type=bounded(bounds.MAX_DELETIONS), default=None,
                        help="refuse to delete more flows than this [default: the manifest's "
                             "spec.deletionGuard.maxDeletions, 25]")
         p.add_argument("--allow-empty", action="store_true",
                        help="let an empty registry delete every flow it owns")
         if name == "apply":
-            p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+            p.add_argument("--batch-size", type=bounded(bounds.BATCH_SIZE),
+                           default=DEFAULT_BATCH_SIZE,
+                           help="changes per write (one embedding call, one write call, one "
+                                "checkpoint) [%(default)s]")
             p.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
 
     p = sub.add_parser("export", help="write what Qdrant holds for an agent as a manifest")
@@ -120,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     output(p)
     p.add_argument("--agent", required=True)
-    p.add_argument("-k", "--limit", type=int, default=5, help="how many flows [%(default)s]")
+    p.add_argument("-k", "--limit", type=bounded(bounds.QUERY_LIMIT), default=5,
+                   help="how many flows [%(default)s]")
 
     p = sub.add_parser("run", help="run the Kubernetes operator")
     p.add_argument("--config", default=os.environ.get("FLOWREG_CONFIG"),
@@ -133,23 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peering", default=None,
                    help="KopfPeering name for HA: the replica started first reconciles, the "
                         "others stand by; standalone if unset")
-    p.add_argument("--peering-lifetime", type=int, default=60,
+    p.add_argument("--peering-lifetime", type=bounded(bounds.PEERING_LIFETIME), default=60,
                    help="seconds without a heartbeat after which a standby takes over "
                         "[%(default)s]")
-    p.add_argument("--metrics-port", type=int, default=8080, help="0 disables metrics")
+    p.add_argument("--metrics-port", type=bounded(bounds.METRICS_PORT), default=8080,
+                   help="0 disables metrics")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--verbose", action="store_true")
 
     p = sub.add_parser("history", help="show the latest apply runs")
     store(p)
     output(p)
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=bounded(bounds.HISTORY_LIMIT), default=20)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command == "run":
             return _run_operator(args)
@@ -163,14 +187,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: invalid input ({count} problem{'s' if count != 1 else ''}); "
               "nothing was written:", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {redact(str(problem))}", file=sys.stderr)
         return int(exc.exit_code)
-    except FlowregError as exc:
+    except Interrupted as exc:
         print(f"error: {exc.reason}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except FlowregError as exc:
+        print(f"error: {exc.reason}: {redact(str(exc))}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"error: Interrupted: stopped by {signal.SIGINT.name}", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except Exception as exc:
+        # A full disk outside the store's own writes (the run history's SQLite, a migration).
+        error = _storage_error(exc, args)
+        if error is None:
+            raise
+        print(f"error: {error.reason}: {error}", file=sys.stderr)
+        return int(error.exit_code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM outside an apply's batches: stop where the program is, as SIGINT would."""
+    raise Interrupted(signum)
+
+
+def _storage_error(exc: Exception, args: argparse.Namespace) -> FlowregError | None:
+    """The error to report for a failure of the local files (the run history's SQLite file,
+    an embedded store's migration): ``NoSpace`` on a full disk; None if it is not one."""
+    import sqlite3
+
+    from flowreg.errors import StoreUnavailable
+    from flowreg.store.space import RESERVE, free_bytes, is_out_of_space, no_space
+
+    if not getattr(args, "store", None):
+        return None
+    history = Path(_history_path(args))
+    where = next((p for p in (history.parent, Path(args.store.value), Path("."))
+                  if p.exists()), Path("."))
+    if is_out_of_space(exc):
+        return no_space(where)
+    if isinstance(exc, sqlite3.Error):  # SQLite reports a full disk as an I/O error, too
+        if free_bytes(where) < RESERVE:
+            return no_space(where)
+        return StoreUnavailable(f"the run history {history} failed: {exc}")
+    return None
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
@@ -268,40 +331,72 @@ def _checksum(args: argparse.Namespace) -> int:
 
 async def _sync(args: argparse.Namespace) -> int:
     from flowreg import manifest
+    from flowreg.cli.stopping import StopSignals, partial_report, partial_summary
 
     decls = manifest.load(args.files)
     _warn_cluster_size(decls)
     exit_code = ExitCode.OK
-    async with _engine(args) as engine:
-        for decl in decls:
-            policy = _policy(decl, args)
-            if args.command == "plan":
-                planned = await engine.plan(decl.registry, policy, deep=args.deep)
-                report = planned.report
-                if args.output == "json":
-                    _print_json(report.to_dict())
+    stop = StopSignals()
+    stop.install()
+    try:
+        async with _engine(args) as engine:
+            for decl in decls:
+                stop.check(where="before the next registry; nothing was written after it"
+                           if args.command == "apply" else "")
+                policy = _policy(decl, args)
+                if args.command == "plan":
+                    planned = await engine.plan(decl.registry, policy, deep=args.deep)
+                    report = planned.report
+                    if args.output == "json":
+                        _print_json(report.to_dict())
+                    else:
+                        print(f"{decl.registry.owner} (agent {decl.registry.agent_id}): "
+                              f"{report.summary()}")
+                        for line in _plan_lines(planned.plan):
+                            print(f"  {line}")
                 else:
-                    print(f"{decl.registry.owner} (agent {decl.registry.agent_id}): "
-                          f"{report.summary()}")
-                    for line in _plan_lines(planned.plan):
-                        print(f"  {line}")
-            else:
-                progress = _progress_bar(decl, args)
-                try:
-                    report = await engine.apply(decl.registry, policy, deep=args.deep,
-                                                progress=progress)
-                finally:
-                    if progress is not None:
-                        print(file=sys.stderr)
-                if args.output == "json":
-                    _print_json(report.to_dict())
-                else:
-                    print(f"{decl.registry.owner} (agent {decl.registry.agent_id}): "
-                          f"{report.summary()}")
-            if report.conflicts:
-                print(f"error: {ConflictError.reason}: {decl.registry.owner}: "
-                      f"{report.conflict_message()}", file=sys.stderr)
-                exit_code = ConflictError.exit_code
+                    bar = _progress_bar(decl, args)
+                    seen: dict[str, Any] = {}
+
+                    async def on_plan(plan: Any, seen: dict[str, Any] = seen) -> None:
+                        seen["plan"] = plan
+                        stop.check()
+
+                    def progress(cp: Checkpoint, seen: dict[str, Any] = seen,
+                                 bar: Any = bar) -> None:
+                        seen["checkpoint"] = cp
+                        if bar is not None:
+                            bar(cp)
+                        stop.check(cp)
+
+                    try:
+                        report = await engine.apply(decl.registry, policy, deep=args.deep,
+                                                    progress=progress, on_plan=on_plan)
+                    except Interrupted as exc:
+                        partial = partial_report(seen.get("plan"), seen.get("checkpoint"),
+                                                 decl.registry.owner, decl.registry.agent_id, exc)
+                        if args.output == "json":
+                            _print_json(partial)
+                        else:
+                            print(partial_summary(partial))
+                        raise
+                    finally:
+                        if bar is not None:
+                            print(file=sys.stderr)
+                    if args.output == "json":
+                        _print_json(report.to_dict())
+                    else:
+                        print(f"{decl.registry.owner} (agent {decl.registry.agent_id}): "
+                              f"{report.summary()}")
+                if report.conflicts:
+                    print(f"error: {ConflictError.reason}: {decl.registry.owner}: "
+                          f"{report.conflict_message()}", file=sys.stderr)
+                    exit_code = ConflictError.exit_code
+    finally:
+        stop.uninstall()
+    if stop.signum is not None:  # it came after the last batch: everything was done
+        raise Interrupted(stop.signum, "after the last batch; the apply is complete"
+                          if args.command == "apply" else "")
     return exit_code
 
 
@@ -381,8 +476,6 @@ async def _export(args: argparse.Namespace) -> int:
 
 
 async def _query(args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise InvalidSpec("-k/--limit must be at least 1")
     async with _engine(args, with_history=False) as engine:
         hits = await engine.query(args.agent, args.text, args.limit)
     rows = [{"rank": i, "name": h.payload.get("name"), "score": round(h.score, 4),
@@ -416,7 +509,7 @@ def _history(args: argparse.Namespace) -> int:
         if r.report:
             line += f"  {r.report.get('changes', 0)} change(s)"
         if r.error:
-            line += f"  error: {r.error.splitlines()[0][:120]}"
+            line += f"  error: {redact(r.error.splitlines()[0])[:120]}"
         print(line)
     return ExitCode.OK
 
@@ -429,7 +522,8 @@ def _engine(args: argparse.Namespace, *,
     return SyncEngine.open(EngineConfig(
         args.store, args.collection, embedder=_embedder_config(args),
         history=_history_path(args) if with_history else None,
-        batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE)))
+        batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE),
+        lock_timeout=args.lock_timeout))
 
 
 def _embedder_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -437,9 +531,18 @@ def _embedder_config(args: argparse.Namespace) -> dict[str, Any]:
         return {"kind": args.embedder}
     if not args.embedding_url or not args.embedding_model:
         raise InvalidSpec("--embedder openai needs --embedding-url and --embedding-model")
+    key_env = args.embedding_api_key_env or DEFAULT_KEY_ENV
+    if not os.environ.get(key_env):
+        if args.embedding_api_key_env:
+            raise UsageError(
+                f"--embedding-api-key-env {key_env}: the variable ${key_env} is not set (or "
+                "empty), so there is no API key to send; set it, or leave the flag out for an "
+                "endpoint that needs no key")
+        print(f"warning: ${key_env} is not set: calling {redact(args.embedding_url)} without "
+              "an API key (name the key's variable with --embedding-api-key-env)",
+              file=sys.stderr)
     config: dict[str, Any] = {"kind": "openai", "url": args.embedding_url,
-                              "model": args.embedding_model,
-                              "apiKeyEnv": args.embedding_api_key_env}
+                              "model": args.embedding_model, "apiKeyEnv": key_env}
     if args.embedding_dimension:
         config["dimension"] = args.embedding_dimension
     return config
@@ -448,11 +551,11 @@ def _embedder_config(args: argparse.Namespace) -> dict[str, Any]:
 def _history_path(args: argparse.Namespace) -> str:
     if args.history:
         return str(args.history)
-    if args.store == ":memory:":
+    if args.store.is_memory:
         return ":memory:"
-    if args.store.startswith(("http://", "https://")):
+    if args.store.is_server:
         return str(Path(DEFAULT_LOCATION).parent / "history.db")
-    return str(Path(args.store).parent / "history.db")
+    return str(Path(args.store.value).parent / "history.db")
 
 
 def _dns_name(agent: str) -> str:

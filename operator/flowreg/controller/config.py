@@ -11,6 +11,12 @@ API key. Tenants never supply URLs or keys. Example::
         apiKeyEnv: QDRANT_API_KEY                 # filled from a Secret by the Helm chart
         embedder: {kind: hashing, dimension: 384}
     driftCheckSeconds: 10                         # how often intervals are checked
+
+Every number has a range (``flowreg.bounds``, the same as the CLI's flags) and every location
+is parsed (``flowreg.location``); a bad value is a ``ConfigError`` naming the setting. The file
+the operator starts with must give each store a ``location``: there is no default store, since
+the only one that needs no setting (``:memory:``) loses every flow when the process stops.
+``:memory:`` written explicitly is accepted, and logged as a warning at start.
 """
 
 from __future__ import annotations
@@ -23,8 +29,14 @@ from typing import Any
 
 import yaml
 
-from flowreg.errors import InvalidSpec
+from flowreg import bounds
+from flowreg.errors import InvalidSpec, UsageError
+from flowreg.location import StoreLocation, parse_location
 from flowreg.schema import parse_duration as parse_duration
+
+
+class ConfigError(UsageError, ValueError):
+    """The operator's configuration is invalid; the message names the setting (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,8 @@ class StoreConfig:
     """One named Qdrant connection with its collection and embedder."""
 
     name: str
-    location: str = ":memory:"
+    location: StoreLocation = field(default_factory=lambda: parse_location(":memory:"))
+    """Parsed once, when the configuration is read; ``str()`` is safe to show."""
     collection: str = "flowreg_flows"
     api_key_env: str | None = None
     embedder: Mapping[str, Any] = field(default_factory=lambda: {"kind": "hashing"})
@@ -66,43 +79,131 @@ class OperatorConfig:
                 f"(configured: {known})") from None
 
 
-def parse_config(data: Mapping[str, Any]) -> OperatorConfig:
-    """An ``OperatorConfig`` from plain data; raises ``ValueError`` naming a bad setting."""
+EMBEDDER_BOUNDS = {"dimension": bounds.EMBEDDING_DIMENSION,
+                   "batchSize": bounds.EMBEDDER_BATCH_SIZE, "timeout": bounds.EMBEDDER_TIMEOUT,
+                   "maxRetries": bounds.EMBEDDER_MAX_RETRIES,
+                   "concurrency": bounds.EMBEDDER_CONCURRENCY}
+
+
+def _number(data: Mapping[str, Any], key: str, bound: bounds.Bound, default: Any,
+            where: str) -> Any:
+    if data.get(key) is None:
+        return default
+    try:
+        return bound.check(f"{where}{key}", data[key])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _embedder(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {"kind": "hashing"}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with kind and settings")
+    embedder = dict(raw)
+    for key, bound in EMBEDDER_BOUNDS.items():
+        if key in embedder:
+            embedder[key] = _number(embedder, key, bound, None, f"{where}.")
+    return embedder
+
+
+def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> OperatorConfig:
+    """An ``OperatorConfig`` from plain data; raises ``ConfigError`` (a ``ValueError``) naming
+    a bad setting. ``require_location``: a store without ``location`` is an error (the operator
+    at start); otherwise it is ``:memory:`` (tests, library use)."""
     stores: dict[str, StoreConfig] = {}
     raw_stores = data.get("stores") or {"default": {}}
     if not isinstance(raw_stores, Mapping):
-        raise ValueError("stores: expected a mapping of store name to settings")
+        raise ConfigError("stores: expected a mapping of store name to settings")
     for name, raw in raw_stores.items():
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ConfigError(f"stores.{name}: expected a mapping of settings")
         raw = dict(raw or {})
         if "apiKey" in raw:
-            raise ValueError(f"stores.{name}: put API keys in a Secret and name it by apiKeyEnv")
+            raise ConfigError(f"stores.{name}: put API keys in a Secret and name it by apiKeyEnv")
         known = {"location", "collection", "apiKeyEnv", "embedder", "batchSize", "pageSize",
                  "timeout"}
         unknown = set(raw) - known
         if unknown:
-            raise ValueError(f"stores.{name}: unknown setting(s) {', '.join(sorted(unknown))}")
+            raise ConfigError(f"stores.{name}: unknown setting(s) {', '.join(sorted(unknown))}")
+        if require_location and raw.get("location") is None:
+            raise ConfigError(
+                f"stores.{name}.location is not set: the operator has no default store. Give "
+                "it a directory on a persistent volume (an embedded store), an http(s):// "
+                "Qdrant URL, or ':memory:' explicitly (every flow is lost when the operator "
+                "stops)")
+        where = f"stores.{name}."
         stores[str(name)] = StoreConfig(
             name=str(name),
-            location=str(raw.get("location", ":memory:")),
+            location=_location(raw.get("location", ":memory:"), f"{where}location"),
             collection=str(raw.get("collection", "flowreg_flows")),
             api_key_env=raw.get("apiKeyEnv"),
-            embedder=dict(raw.get("embedder") or {"kind": "hashing"}),
-            batch_size=int(raw.get("batchSize", 100)),
-            page_size=int(raw["pageSize"]) if raw.get("pageSize") else None,
-            timeout=float(raw.get("timeout", 30.0)),
+            embedder=_embedder(raw.get("embedder"), f"{where}embedder"),
+            batch_size=_number(raw, "batchSize", bounds.BATCH_SIZE, 100, where),
+            page_size=_number(raw, "pageSize", bounds.PAGE_SIZE, None, where),
+            timeout=float(_number(raw, "timeout", bounds.STORE_TIMEOUT, 30.0, where)),
         )
     return OperatorConfig(
         stores=stores,
-        drift_check_seconds=float(data.get("driftCheckSeconds", 10.0)),
-        max_status_names=int(data.get("maxStatusNames", 20)),
-        progress_every_seconds=float(data.get("progressEverySeconds", 2.0)),
+        drift_check_seconds=float(_number(data, "driftCheckSeconds",
+                                          bounds.DRIFT_CHECK_SECONDS, 10.0, "")),
+        max_status_names=_number(data, "maxStatusNames", bounds.MAX_STATUS_NAMES, 20, ""),
+        progress_every_seconds=float(_number(data, "progressEverySeconds",
+                                             bounds.PROGRESS_EVERY_SECONDS, 2.0, "")),
     )
 
 
+def _location(value: Any, setting: str) -> StoreLocation:
+    try:
+        return parse_location(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: {exc}") from None
+
+
 def load_config(path: str | Path | None) -> OperatorConfig:
-    """Read the configuration file (``None``: one embedded in-memory store named default)."""
+    """Read the configuration file the operator starts with; every store must name its
+    ``location`` (``ConfigError`` without a file, or for a store without one)."""
     if path is None:
-        return parse_config({})
-    with Path(path).open(encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    return parse_config(data)
+        raise ConfigError(
+            "no configuration (--config or $FLOWREG_CONFIG): the operator has no default "
+            "store. Configure stores.default.location: a directory on a persistent volume (an "
+            "embedded store), an http(s):// Qdrant URL, or ':memory:' explicitly (every flow "
+            "is lost when the operator stops)")
+    try:
+        with Path(path).open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the configuration {path}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    return parse_config(data, require_location=True)
+
+
+def missing_keys(config: OperatorConfig) -> list[str]:
+    """The settings naming an API-key variable that is unset or empty (checked at start,
+    before any call): ``stores.N.apiKeyEnv`` and an embedder's ``apiKeyEnv``."""
+    missing = []
+    for store in config.stores.values():
+        if store.api_key_env and not os.environ.get(store.api_key_env):
+            missing.append(f"stores.{store.name}.apiKeyEnv: ${store.api_key_env} is not set")
+        env = store.embedder.get("apiKeyEnv")
+        if env and not os.environ.get(str(env)):
+            missing.append(f"stores.{store.name}.embedder.apiKeyEnv: ${env} is not set")
+    return missing
+
+
+def store_lines(config: OperatorConfig) -> list[str]:
+    """One plain line per configured store: what it is and where (for the start-up log)."""
+    lines = []
+    for store in config.stores.values():
+        where = store.location
+        if where.is_memory:
+            lines.append(f"store {store.name!r}: :memory: (in this process only: every flow is "
+                         "lost when the operator stops)")
+        elif where.is_server:
+            lines.append(f"store {store.name!r}: Qdrant server {where}, collection "
+                         f"{store.collection}")
+        else:
+            lines.append(f"store {store.name!r}: embedded directory "
+                         f"{Path(where.value).resolve()}, collection {store.collection}")
+    return lines

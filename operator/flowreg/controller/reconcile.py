@@ -92,7 +92,8 @@ class Reconciler:
             engine = await self._owned.enter_async_context(SyncEngine.open(EngineConfig(
                 store.location, store.collection, embedder=store.embedder,
                 batch_size=store.batch_size, api_key=store.api_key, timeout=store.timeout,
-                page_size=store.page_size)))
+                page_size=store.page_size,
+                lock_timeout=0)))  # held by another process: fail now, retried with backoff
             self.engines[store.name] = engine
         return engine
 

@@ -12,25 +12,27 @@ from collections.abc import Sequence
 
 import kopf
 
-from flowreg.controller.config import load_config
+from flowreg.controller.config import ConfigError, load_config, missing_keys, store_lines
 from flowreg.controller.handlers import DEFAULT_PEERING_LIFETIME, operator_memo, register
 from flowreg.controller.metrics import Metrics, serve
+from flowreg.location import redact
 
 
 class RedactSecrets(logging.Filter):
-    """Replace the values of the configured API-key variables in every log record."""
+    """Replace the values of the configured API-key variables, and the userinfo of any URL,
+    in every log record."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if len(s) >= 4]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            if any(s in message for s in self.secrets):
-                for secret in self.secrets:
-                    message = message.replace(secret, "[REDACTED]")
-                record.msg, record.args = message, None
+        text = record.getMessage()
+        message = redact(text)
+        for secret in self.secrets:
+            message = message.replace(secret, "[REDACTED]")
+        if message != text:
+            record.msg, record.args = message, None
         return True
 
 
@@ -94,12 +96,19 @@ def run(*, config_path: str | None, namespaces: Sequence[str], all_namespaces: b
     read once at start (and checked here, before kopf), and reaches the handlers in kopf's memo.
     """
     config = load_config(config_path)
+    missing = missing_keys(config)
+    if missing:
+        raise ConfigError("; ".join(missing) + " (an API key is read from the variable the "
+                          "setting names; fill it from a Secret, or drop the setting)")
     kopf.configure(verbose=verbose,
                    log_format=kopf.LogFormat.JSON if log_format == "json"
                    else kopf.LogFormat.FULL)
-    redact = RedactSecrets([s.api_key for s in config.stores.values() if s.api_key])
+    secrets_filter = RedactSecrets([s.api_key for s in config.stores.values() if s.api_key])
     for handler in logging.getLogger().handlers:
-        handler.addFilter(redact)
+        handler.addFilter(secrets_filter)
+    log = logging.getLogger("flowreg")
+    for line in store_lines(config):
+        (log.warning if ":memory:" in line else log.info)(line)
     if metrics_port:
         serve(metrics_port)
 

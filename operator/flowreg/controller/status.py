@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowreg.errors import ConflictError, FlowregError
+from flowreg.location import redact
 from flowreg.report import SyncReport
 
 READY, RECONCILING, STALLED = "Ready", "Reconciling", "Stalled"
@@ -46,6 +47,10 @@ class Outcome:
     message: str
     reconciling: bool = False
     stalled: bool = False
+
+    def __post_init__(self) -> None:
+        # Status messages and events show store locations: never a URL's credentials.
+        object.__setattr__(self, "message", redact(self.message))
 
 
 def now_iso() -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 
-from flowreg.errors import InvalidSpec
+from flowreg.errors import InvalidSpec, StoreIncompatible, StoreUnavailable
+from flowreg.location import StoreLocation, parse_location
 from flowreg.store.base import (
     CONTENT_FIELDS,
     DEFAULT_COLLECTION,
@@ -38,37 +39,65 @@ __all__ = [
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
 
 
-def is_url(location: str) -> bool:
+def is_url(location: str | StoreLocation) -> bool:
     """Whether ``location`` names a Qdrant server."""
-    return location.startswith(("http://", "https://"))
+    if isinstance(location, StoreLocation):
+        return location.is_server
+    return location.lower().startswith(("http://", "https://"))
 
 
-def open_store(location: str = DEFAULT_LOCATION, collection: str = DEFAULT_COLLECTION, *,
+def open_store(location: str | StoreLocation = DEFAULT_LOCATION,
+               collection: str = DEFAULT_COLLECTION, *,
                api_key: str | None = None, timeout: float = 30.0,
                page_size: int | None = None, prefer_grpc: bool = False,
-               grpc_port: int = 6334) -> FlowStore:
-    """The store at ``location`` (a directory, an ``http(s)://`` URL or ``:memory:``).
+               grpc_port: int = 6334, lock_timeout: float | None = None) -> FlowStore:
+    """The store at ``location`` (a directory, an ``http(s)://`` URL or ``:memory:``; see
+    ``flowreg.location``).
 
-    A directory written by an earlier flowreg (qdrant-client's emulation layout) is migrated
-    into Qdrant Edge on first open. Raises ``StoreUnavailable`` (held by another process,
-    unreachable), ``StoreIncompatible`` (a directory that is not a store) or ``InvalidSpec``
-    (a collection name that cannot name a shard).
+    A directory is locked for this process until the store is closed; another process holding
+    it is waited for up to ``lock_timeout`` seconds (default 30). A directory written by an
+    earlier flowreg (qdrant-client's emulation layout) is migrated into Qdrant Edge on first
+    open. Raises ``StoreUnavailable`` (held by another process past the wait, unreachable),
+    ``StoreIncompatible`` (a directory that is not a store) or ``InvalidSpec`` (a location
+    that names no store, a collection name that cannot name a shard).
     """
+    try:
+        where = parse_location(location)
+    except ValueError as exc:
+        raise InvalidSpec(str(exc)) from None
     if not COLLECTION_NAME.match(collection):
         raise InvalidSpec(f"collection name {collection!r} must be 1-128 letters, digits, "
                           "'_' or '-', not starting with '-'")
-    if is_url(location):
+    if where.is_server:
         from flowreg.store.client import ClientStore
 
-        return ClientStore.connect(location, collection, api_key=api_key, timeout=timeout,
+        return ClientStore.connect(where.value, collection, api_key=api_key, timeout=timeout,
                                    page_size=page_size, prefer_grpc=prefer_grpc,
                                    grpc_port=grpc_port)
-    if location == ":memory:":
+    if where.is_memory:
         from flowreg.store.client import ClientStore
 
-        return ClientStore.emulated(location, collection, page_size=page_size)
+        return ClientStore.emulated(where.value, collection, page_size=page_size)
+    from pathlib import Path
+
     from flowreg.store.edge import EdgeStore
     from flowreg.store.layout import prepare
+    from flowreg.store.lock import DEFAULT_LOCK_TIMEOUT, StoreLock
 
-    prepare(location)
-    return EdgeStore(location, collection, page_size=page_size)
+    directory = where.value
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise StoreIncompatible(f"the store location {directory} is a file, not a directory")
+    try:
+        lock = StoreLock.acquire(directory, DEFAULT_LOCK_TIMEOUT if lock_timeout is None
+                                 else lock_timeout)
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot open the store directory {directory}: "
+                               f"{exc.strerror or exc}") from None
+    try:
+        prepare(directory)
+        store = EdgeStore(directory, collection, page_size=page_size)
+    except BaseException:
+        lock.release()
+        raise
+    store.lock = lock
+    return store

@@ -1,7 +1,10 @@
 """The store on Qdrant Edge: Qdrant's own engine in-process, one shard per collection.
 
-A collection named C in a store directory D is the Edge shard ``D/C``. The shard's write-ahead
-log is its lock: a second process opening the same shard gets ``StoreUnavailable`` at once.
+A collection named C in a store directory D is the Edge shard ``D/C``. ``open_store`` locks D
+for the process (``store.lock``: another process waits its turn); the shard's write-ahead log
+is a lock of its own, so a process that opens the shard without D's lock gets
+``StoreUnavailable`` at once. Free space is checked before the shard is loaded and before
+each write (``store.space``: on a full disk, Edge's memory-mapped files would be a SIGBUS).
 Each Edge update is atomic under a kill, and a batch is at most three of them (one upsert of
 new points and rewritten payloads, one deletion), so a killed apply leaves whole points only.
 
@@ -31,6 +34,16 @@ from flowreg.store.base import (
     ScoredFlow,
     describe,
     in_use,
+)
+from flowreg.store.space import (
+    NEW_SHARD,
+    RESERVE,
+    SpaceGuard,
+    batch_bytes,
+    ensure_space,
+    is_out_of_space,
+    no_space,
+    unallocated_bytes,
 )
 
 EDGE_PAGE_SIZE = 5_000
@@ -87,7 +100,12 @@ class EdgeStore(FlowStore):
         self.path = Path(directory) / collection
         self.page_size = page_size or EDGE_PAGE_SIZE
         self._shard: Any = None
+        self.space = SpaceGuard(self.path)
+        self.lock: Any = None
+        """The store directory's ``StoreLock`` (set by ``open_store``), released by close."""
         if is_shard(self.path):
+            # Loading pre-faults the shard's mapped files: on a full disk, a SIGBUS.
+            ensure_space(self.path, unallocated_bytes(self.path) + RESERVE)
             self._shard = self._open(lambda: qdrant_edge.EdgeShard.load(str(self.path)))
 
     def _open(self, load: Any) -> Any:
@@ -95,6 +113,8 @@ class EdgeStore(FlowStore):
             return load()
         except Exception as exc:
             text = str(exc)
+            if is_out_of_space(exc):
+                raise no_space(self.path.parent, NEW_SHARD) from None
             if "WouldBlock" in text or "failed to open WAL" in text:
                 raise StoreUnavailable(in_use(str(self.path))) from None
             raise StoreUnavailable(
@@ -104,6 +124,9 @@ class EdgeStore(FlowStore):
         if self._shard is not None:
             shard, self._shard = self._shard, None
             shard.close()
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.release()
 
     async def _exists(self) -> bool:
         return self._shard is not None
@@ -112,6 +135,7 @@ class EdgeStore(FlowStore):
         q = self._q
         config = shard_config(q, dimension)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_space(self.path.parent, NEW_SHARD)
         self._shard = self._open(lambda: q.EdgeShard.create(str(self.path), config))
         for name in INDEXED_FIELDS:
             self._shard.update(q.UpdateOperation.create_field_index(name,
@@ -155,8 +179,7 @@ class EdgeStore(FlowStore):
 
     async def _write(self, writes: Sequence[PointWrite], deletes: Sequence[str]) -> None:
         q = self._q
-        points = [q.Point(w.id, w.vector, pack(w.payload))
-                  for w in writes if w.vector is not None]
+        upserts = [(w.id, w.vector, pack(w.payload)) for w in writes if w.vector is not None]
         rewrites = [w for w in writes if w.vector is None]
         if rewrites:
             # A payload rewrite is an upsert with the stored vector: one update for the batch
@@ -164,10 +187,13 @@ class EdgeStore(FlowStore):
             stored = {pid: vector for pid, _, vector in
                       await self._retrieve([w.id for w in rewrites], payload=False,
                                            vectors=True)}
-            points.extend(q.Point(w.id, stored[w.id], pack(w.payload))
-                          for w in rewrites if stored.get(w.id) is not None)
-        if points:
-            self._shard.update(q.UpdateOperation.upsert_points(points))
+            upserts.extend((w.id, stored[w.id], pack(w.payload))
+                           for w in rewrites if stored.get(w.id) is not None)
+        # Checked before Edge is called: a write through mmap on a full disk is a SIGBUS.
+        self.space.check(batch_bytes([(v, p) for _, v, p in upserts], len(deletes)))
+        if upserts:
+            self._shard.update(q.UpdateOperation.upsert_points(
+                [q.Point(pid, vector, payload) for pid, vector, payload in upserts]))
         if deletes:
             self._shard.update(q.UpdateOperation.delete_points(list(deletes)))
 
@@ -198,6 +224,8 @@ class EdgeStore(FlowStore):
         return q.Filter(must=must or None, must_not=must_not or None)
 
     def _map_error(self, exc: Exception) -> FlowregError | None:
+        if is_out_of_space(exc):
+            return no_space(self.path)
         if type(exc) is Exception:  # Edge raises bare exceptions
             if "dimension" in str(exc):
                 return StoreIncompatible(f"the Qdrant Edge shard {self.path}: {describe(exc)}")
