@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     SAFETY_GUARD = 5
     CONFLICT = 6
     EMBEDDER_UNAVAILABLE = 7
+    LINT_FINDINGS = 8
 
 
 class FlowregError(Exception):

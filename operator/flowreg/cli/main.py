@@ -2,7 +2,8 @@
 
 Exit codes (the table lives in ``flowreg.errors.ExitCode``): 0 success, 1 internal error,
 2 usage error, 3 invalid input, 4 store unavailable, 5 refused by a safety guard,
-6 conflict with another registry's flows, 7 embedder unavailable.
+6 conflict with another registry's flows, 7 embedder unavailable, 8 lint findings
+(``flowreg lint --fail-on``).
 
 Start-up is part of every command's cost: this module imports only what parsing the command
 line needs, and each command imports what it uses (the store and qdrant-client only for the
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep an agent's flows in Qdrant in step with FlowRegistry manifests.",
         epilog="Exit codes: 0 ok, 1 internal error, 2 usage, 3 invalid input, "
                "4 store unavailable, 5 refused by a safety guard, 6 conflict, "
-               "7 embedder unavailable.")
+               "7 embedder unavailable, 8 lint findings (--fail-on).")
     parser.add_argument("--version", action="version", version=f"flowreg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("FLOWREG_COLLECTION", DEFAULT_COLLECTION))
         p.add_argument("--history", default=None,
                        help="run-history SQLite file [default: beside the embedded store]")
+        embedder(p)
+
+    def embedder(p: argparse.ArgumentParser) -> None:
         p.add_argument("--embedder", choices=("hashing", "wordllama", "openai"),
                        default=os.environ.get("FLOWREG_EMBEDDER", "hashing"),
                        help="hashing (exact words, deterministic), wordllama (offline semantic "
@@ -75,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests offline (schema, checksums, blueprints)")
     files(p)
     output(p)
+
+    from flowreg.cli import lint
+
+    lint.add_parser(sub, lambda p: (files(p), output(p), embedder(p)))
 
     p = sub.add_parser("checksum", help="print, check or write the flows' checksums")
     files(p)
@@ -180,6 +188,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return _history(args)
     if command == "query":
         return await _query(args)
+    if command == "lint":
+        from flowreg.cli import lint
+
+        return await lint.run(args, _embedder(args))
     raise AssertionError(command)
 
 
