@@ -103,18 +103,22 @@ async def run(args: argparse.Namespace, embedder: Embedder) -> int:
     return ExitCode.OK
 
 
-async def _embed(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:
+async def _embed(embedder: Embedder, texts: Sequence[str]) -> Any:
+    """The vectors of ``texts`` as one float32 matrix (a batch's lists are freed as it comes)."""
+    import numpy as np
+
     from flowreg.errors import EmbedderUnavailable
 
-    vectors: list[list[float]] = []
+    out = np.empty((len(texts), embedder.dimension), dtype=np.float32)
     for start in range(0, len(texts), EMBED_BATCH):
         batch = texts[start:start + EMBED_BATCH]
         got = await embedder.embed(batch)
-        if len(got) != len(batch):
+        if len(got) != len(batch) or any(len(v) != embedder.dimension for v in got):
             raise EmbedderUnavailable(f"embedder {embedder.identity} returned {len(got)} "
-                                      f"vectors for {len(batch)} texts")
-        vectors.extend(got)
-    return vectors
+                                      f"vectors for {len(batch)} texts, or vectors not of "
+                                      f"dimension {embedder.dimension}")
+        out[start:start + len(batch)] = got
+    return out
 
 
 def _print_text(decl: Declaration, report: LintReport) -> None:
@@ -146,10 +150,11 @@ def _located(decl: Declaration, found: list[Confusable]) -> list[Confusable]:
         return [replace(c, source=decl.source) for c in found]
     text = Path(decl.source).read_text(encoding="utf-8")
     lines = text.splitlines()
+    names = _name_lines(lines, {c.flow for c in found})
     out = []
     located: Any = None
     for c in found:
-        line = _scan_line(lines, c.flow, c.example_index)
+        line = _scan_line(lines, names.get(c.flow, []), c.flow, c.example_index)
         if line is None:
             if located is None:
                 located = _located_doc(decl, text)
@@ -158,19 +163,31 @@ def _located(decl: Declaration, found: list[Confusable]) -> list[Confusable]:
     return out
 
 
-def _scan_line(lines: list[str], flow: str, index: int) -> int | None:
+_NAME_LINE = re.compile(r"^(\s*)(- )?name:\s*(['\"]?)([^'\"#]*?)\3\s*$")
+
+
+def _name_lines(lines: list[str], flows: set[str]) -> dict[str, list[int]]:
+    """The indexes of the lines ``name: <flow>`` (a block mapping's key), per flow of ``flows``."""
+    out: dict[str, list[int]] = {}
+    for i, text in enumerate(lines):
+        if "name:" in text:
+            match = _NAME_LINE.match(text)
+            if match is not None and match.group(4) in flows:
+                out.setdefault(match.group(4), []).append(i)
+    return out
+
+
+def _scan_line(lines: list[str], hits: list[int], flow: str, index: int) -> int | None:
     """The line of example ``index`` of ``flow`` in block-style YAML; ``None`` if unsure.
 
-    Sure only when the file names the flow once (``name: <flow>``) and its ``examples`` is a
-    block sequence of one-line items, or a flow sequence on one line.
+    Sure only when the file names the flow once (``hits``: the lines ``name: <flow>``) and its
+    ``examples`` is a block sequence of one-line items, or a flow sequence on one line.
     """
-    pattern = re.compile(rf"^(\s*)(- )?name:\s*(['\"]?){re.escape(flow)}\3\s*$")
-    hits = [i for i, text in enumerate(lines) if pattern.match(text)]
     if len(hits) != 1:
         return None
     at = hits[0]
-    match = pattern.match(lines[at])
-    assert match is not None
+    match = _NAME_LINE.match(lines[at])
+    assert match is not None and match.group(4) == flow
     indent = len(match.group(1)) + (2 if match.group(2) else 0)
     key = re.compile(rf"^\s{{{indent}}}examples:\s*(.*)$")
     for i in range(at + 1, len(lines)):
