@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from flowreg import schema
+from flowreg.controller import selection
 from flowreg.controller.config import OperatorConfig, StoreConfig, parse_duration
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.status import Outcome, conditions, sync_summary
@@ -66,6 +67,8 @@ class Reconciler:
         self._checked: dict[str, _Checked] = {}
         self._written: dict[str, dict[str, Any]] = {}
         """Per registry, the status as this reconciler last left it (under the lock)."""
+        self.selection = selection.SelectionCheck()
+        self._findings: dict[str, selection.Findings | None] = {}
 
     async def engine(self, store: StoreConfig) -> SyncEngine:
         """The engine of a configured store, opened on first use (and retried until it opens)."""
@@ -106,6 +109,8 @@ class Reconciler:
         self._checked.pop(_uid(body), None)
         self._locks.pop(_uid(body), None)
         self._written.pop(_uid(body), None)
+        self.selection.forget(_uid(body))
+        self._findings.pop(_uid(body), None)
 
     async def check_drift(self, body: Mapping[str, Any]) -> Outcome | None:
         """Reconcile ``body`` with a deep check if one is ``due``; ``None`` if not.
@@ -196,6 +201,8 @@ class Reconciler:
                 report = await engine.apply(decl.registry, decl.policy,
                                             deep=trigger == "drift",
                                             progress=writer.progress, on_plan=writer.planned)
+                self._findings[_uid(body)] = await self.selection.check(
+                    _uid(body), selection.mode_of(spec), engine, decl.registry)
             finally:
                 self.metrics.operations_since(engine.store.stats, stats_before)
         except FlowregError as exc:
@@ -220,7 +227,8 @@ class Reconciler:
                            f"registry and were left untouched: {owners}{more}"), report, False
         kept = f"; {len(report.kept)} undeclared flow(s) kept (prune: false)" if report.kept \
             else ""
-        return Outcome(True, "Synced", f"{count} flow(s) in sync{kept}"), report, False
+        return selection.outcome_with(self._findings.get(_uid(body)), Outcome(
+            True, "Synced", f"{count} flow(s) in sync{kept}")), report, False
 
     async def _write(self, body: Mapping[str, Any], status: Mapping[str, Any],
                      outcome: Outcome, report: SyncReport | None) -> None:
@@ -241,6 +249,8 @@ class Reconciler:
             if report.change_count or "lastSync" not in status \
                     or status.get("observedGeneration") != generation:
                 patch["lastSync"] = sync_summary(report, self.config.max_status_names)
+            findings = self._findings.get(_uid(body))
+            patch["selectionLint"] = findings.status() if findings is not None else None
         if (report is not None and report.change_count) or any(
                 status.get(k) != v for k, v in patch.items()):
             await self.sink.patch_status(body, patch)
@@ -254,6 +264,10 @@ class Reconciler:
         if report is not None and report.change_count:
             reason = "DriftRepaired" if _drift(body, status) else "Synced"
             await self.sink.event(body, "Normal", reason, report.summary(max_names=10))
+        lint_warning = selection.warning(self._findings.get(_uid(body)), status) \
+            if report is not None else None
+        if lint_warning is not None:
+            await self.sink.event(body, "Warning", selection.REASON, lint_warning)
         before = next((c for c in previous if c.get("type") == "Ready"), None)
         changed = before is None or before.get("reason") != outcome.reason \
             or before.get("message") != outcome.message
