@@ -100,3 +100,20 @@ def test_the_example_registry_with_a_semantic_model(capsys, embedder):
     [reg] = json.loads(capsys.readouterr().out)["registries"]
     pairs = {tuple(p["flows"]) for p in reg["pairs"]}
     assert ("process_payment", "refund") in pairs and reg["duplicates"] == []
+
+
+def test_an_openai_endpoint_embeds_flows_and_examples_in_few_calls(capsys, monkeypatch):
+    from tests.conftest import EXAMPLE
+    from tests.support.embedding_server import EmbeddingServer
+
+    monkeypatch.setenv("LINT_TEST_KEY", "k")
+    with EmbeddingServer(dimension=16) as server:
+        assert main(["lint", "-f", str(EXAMPLE), "-o", "json", "--embedder", "openai",
+                     "--embedding-url", server.base_url, "--embedding-model", "m",
+                     "--embedding-dimension", "16",
+                     "--embedding-api-key-env", "LINT_TEST_KEY"]) == 0
+        texts, requests = server.texts, server.requests
+    out = json.loads(capsys.readouterr().out)
+    assert out["embedder"] == "openai:m/16"
+    assert texts == 6 + 17  # each flow's text and each example, once
+    assert requests <= 2  # flows, then examples (the endpoint's own batches aside)
