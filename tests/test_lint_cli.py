@@ -117,3 +117,12 @@ def test_an_openai_endpoint_embeds_flows_and_examples_in_few_calls(capsys, monke
     assert out["embedder"] == "openai:m/16"
     assert texts == 6 + 17  # each flow's text and each example, once
     assert requests <= 2  # flows, then examples (the endpoint's own batches aside)
+
+
+def test_lint_is_offline_and_help_loads_no_numpy():
+    from tests.conftest import EXAMPLE
+    from tests.test_cli import HEAVY, imported_by
+
+    loaded = imported_by("lint", "-f", str(EXAMPLE))
+    assert "numpy" in loaded and not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert "numpy" not in imported_by("--help")
