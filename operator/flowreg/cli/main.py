@@ -1,4 +1,4 @@
-"""``flowreg``: validate, checksum, plan, apply, export and history of FlowRegistry manifests.
+"""``flowreg``: validate, lint, checksum, plan, apply, export and history of FlowRegistry manifests.
 
 Exit codes (the table lives in ``flowreg.errors.ExitCode``): 0 success, 1 internal error,
 2 usage error, 3 invalid input, 4 store unavailable, 5 refused by a safety guard,
