@@ -86,3 +86,19 @@ def test_large_registries_are_scored_in_blocks():
     ev[4321] = fv[17]  # the example of f4321 is f17's vector
     report = lint(Registry("a", "o", flows), fv, ev, LintOptions(margin=0.0, min_examples=1))
     assert [(c.flow, c.other) for c in report.confusable] == [("f4321", "f17")]
+
+
+def test_a_registry_of_near_identical_flows_keeps_only_the_closest_pairs():
+    import numpy as np
+
+    n = 2000  # 1,999,000 pairs over the threshold: counted, and only the closest 5 kept
+    flows = tuple(Flow(f"f{i}", "same", ("x",)) for i in range(n))
+    fv = np.ones((n, 8)) + np.random.default_rng(2).normal(scale=1e-3, size=(n, 8))
+    report = lint(Registry("a", "o", flows), fv, None, LintOptions(limit=5, min_examples=0))
+    assert report.counts["duplicate"] == n * (n - 1) // 2
+    assert len(report.duplicates) == 5 and len(report.pairs) == 5
+    unit = (fv / np.linalg.norm(fv, axis=1, keepdims=True)).astype(np.float32)
+    scores = unit @ unit.T
+    scores[np.tril_indices(n)] = -1
+    best = np.sort(scores, axis=None)[::-1][:5]
+    assert [d.score for d in report.duplicates] == pytest.approx(best.tolist(), abs=1e-6)

@@ -159,11 +159,9 @@ def lint(registry: Registry, flow_vectors: Sequence[Sequence[float]],
     if len(flows) < 2:
         return report
     fv = _unit(flow_vectors)
-    duplicates = _duplicates(fv, options.duplicate)
-    report.counts["duplicate"] = len(duplicates)
+    report.counts["duplicate"], duplicates = _duplicates(fv, options.duplicate, options.limit)
     names = [f.name for f in flows]
-    report.duplicates = [Duplicate(names[i], names[j], s)
-                         for s, i, j in duplicates[:options.limit]]
+    report.duplicates = [Duplicate(names[i], names[j], s) for s, i, j in duplicates]
     pairs: dict[tuple[str, str], FlowPair] = {}
     for s, i, j in duplicates:
         key = _key(names[i], names[j])
@@ -190,7 +188,8 @@ def lint(registry: Registry, flow_vectors: Sequence[Sequence[float]],
                 pairs[key] = FlowPair(key, "confusable", max(seen.score, gap), seen.examples + 1)
     # confusable pairs first (by how far the wrong flow wins), then duplicates by score
     report.pairs = sorted(pairs.values(),
-                          key=lambda p: (p.kind != "confusable", -p.examples, -p.score, p.flows))
+                          key=lambda p: (p.kind != "confusable", -p.examples, -p.score, p.flows),
+                          )[:options.limit]
     return report
 
 
@@ -203,18 +202,27 @@ def _unit(vectors: Sequence[Sequence[float]]) -> np.ndarray:
     return m / norms
 
 
-def _duplicates(fv: np.ndarray, threshold: float) -> list[tuple[float, int, int]]:
-    """Pairs ``(score, i, j)``, ``i < j``, of rows of ``fv`` with cosine >= ``threshold``."""
+def _duplicates(fv: np.ndarray, threshold: float, limit: int,
+                ) -> tuple[int, list[tuple[float, int, int]]]:
+    """How many pairs ``i < j`` of rows of ``fv`` have a cosine >= ``threshold``, and the
+    ``limit`` closest as ``(score, i, j)``. Costs no Python object per pair beyond those kept
+    (a registry of near-identical flows has n²/2 of them)."""
+    count = 0
     out: list[tuple[float, int, int]] = []
     n = len(fv)
     for start in range(0, n, _BLOCK):
         block = fv[start:start + _BLOCK] @ fv.T
-        rows, cols = np.nonzero(block >= threshold)
-        keep = cols > rows + start
-        for r, c in zip(rows[keep].tolist(), cols[keep].tolist(), strict=True):
-            out.append((float(block[r, c]), r + start, c))
-    out.sort(key=lambda d: (-d[0], d[1], d[2]))
-    return out
+        upper = np.arange(n)[None, :] > np.arange(start, start + len(block))[:, None]
+        rows, cols = np.nonzero((block >= threshold) & upper)
+        count += len(rows)
+        if len(rows) > limit:
+            best = np.argpartition(-block[rows, cols], limit)[:limit] if limit else []
+            rows, cols = rows[best], cols[best]
+        out.extend((float(block[r, c]), r + start, c)
+                   for r, c in zip(rows.tolist(), cols.tolist(), strict=True))
+        out.sort(key=lambda d: (-d[0], d[1], d[2]))
+        del out[limit:]
+    return count, out
 
 
 def _confusable(ev: np.ndarray, owners: np.ndarray, fv: np.ndarray, margin: float,

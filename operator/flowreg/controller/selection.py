@@ -15,6 +15,7 @@ vectors, which the sync does not compute; it runs in ``flowreg lint``, in CI.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,9 +94,9 @@ class SelectionCheck:
         if len(present) < 2:
             return Findings("Warn", 0, (), self.threshold)
         sub = Registry(registry.agent_id, registry.owner, tuple(f for f, _ in present))
-        report = lint.lint(sub, [v for _, v in present], None,
-                           lint.LintOptions(duplicate=self.threshold, min_examples=0,
-                                            limit=MAX_PAIRS))
+        options = lint.LintOptions(duplicate=self.threshold, min_examples=0, limit=MAX_PAIRS)
+        # numpy releases the GIL: the event loop (and other registries' syncs) keep running
+        report = await asyncio.to_thread(lint.lint, sub, [v for _, v in present], None, options)
         pairs = tuple((d.flow, d.other, d.score) for d in report.duplicates)
         return Findings("Warn", report.counts["duplicate"], pairs, self.threshold)
 
