@@ -126,3 +126,15 @@ def test_lint_is_offline_and_help_loads_no_numpy():
     loaded = imported_by("lint", "-f", str(EXAMPLE))
     assert "numpy" in loaded and not loaded & set(HEAVY), loaded & set(HEAVY)
     assert "numpy" not in imported_by("--help")
+
+
+def test_validate_reads_the_selection_lint_mode_from_the_crd(capsys, write_manifest):
+    ok = write_manifest(registry_doc(CLASH, selectionLint="Block"))
+    assert main(["validate", "-f", str(ok)]) == 0
+    # YAML 1.1 (kubectl's, and ours) reads a plain Off as false: not a mode
+    plain_off = write_manifest("apiVersion: flowreg.dev/v1alpha1\nkind: FlowRegistry\n"
+                               "metadata: {name: bot}\nspec:\n  agentId: a\n"
+                               "  selectionLint: Off\n  flows: []\n")
+    assert main(["validate", "-f", str(plain_off)]) == ExitCode.INVALID_INPUT
+    err = capsys.readouterr().err
+    assert f"{plain_off}:6" in err and "selectionLint" in err
