@@ -71,6 +71,13 @@ def test_vectors_must_match_the_registry():
         lint(registry(A, B, C), [[1, 0], [0, 1], [1, 1]], [[1, 0]])
 
 
+def test_flows_without_examples_have_nothing_confusable():
+    bare = registry(Flow("a", "x"), Flow("b", "y"))
+    report = lint(bare, [[1, 0], [0, 1]], [], LintOptions(min_examples=0))
+    assert report.examples_checked and report.counts == {"confusable": 0, "duplicate": 0,
+                                                         "thin": 0}
+
+
 def test_example_texts_follow_the_registry_order():
     assert example_texts(registry(A, B, C)) == [*A.examples, *B.examples, *C.examples]
 

@@ -170,7 +170,8 @@ def lint(registry: Registry, flow_vectors: Sequence[Sequence[float]],
         owners = np.fromiter((i for i, f in enumerate(flows) for _ in f.examples), dtype=np.intp)
         if len(example_vectors) != len(owners):
             raise ValueError(f"{len(example_vectors)} example vectors for {len(owners)} examples")
-        found = _confusable(_unit(example_vectors), owners, fv, options.margin)
+        found = _confusable(_unit(example_vectors), owners, fv, options.margin) \
+            if len(owners) else []
         report.counts["confusable"] = len(found)
         texts = example_texts(registry)
         starts = np.cumsum([0, *(len(f.examples) for f in flows)])
@@ -186,7 +187,8 @@ def lint(registry: Registry, flow_vectors: Sequence[Sequence[float]],
                 pairs[key] = FlowPair(key, "confusable", gap, 1)
             else:
                 pairs[key] = FlowPair(key, "confusable", max(seen.score, gap), seen.examples + 1)
-    # confusable pairs first (by how far the wrong flow wins), then duplicates by score
+    # confusable pairs first (the most examples, then the smallest lead of the own flow),
+    # then near-duplicates by score
     report.pairs = sorted(pairs.values(),
                           key=lambda p: (p.kind != "confusable", -p.examples, -p.score, p.flows),
                           )[:options.limit]
