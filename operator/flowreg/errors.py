@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     SAFETY_GUARD = 5
     CONFLICT = 6
     EMBEDDER_UNAVAILABLE = 7
+    LINT_FINDINGS = 8
     STOPPED_BY_SIGINT = 130
     STOPPED_BY_SIGTERM = 143
 
@@ -41,6 +42,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.CONFLICT: "conflict: declared flows belong to another registry (they were left "
                        "untouched; the rest was applied)",
     ExitCode.EMBEDDER_UNAVAILABLE: "embedder unavailable",
+    ExitCode.LINT_FINDINGS: "`flowreg lint --fail-on KIND`: a finding of that kind (confusable, "
+                            "duplicate, thin)",
     ExitCode.STOPPED_BY_SIGINT: "stopped by SIGINT (an apply at a batch boundary, with its "
                                 "partial report)",
     ExitCode.STOPPED_BY_SIGTERM: "stopped by SIGTERM (an apply at a batch boundary, with its "

@@ -11,6 +11,7 @@ import pytest
 
 from flowreg.cli.main import main
 from tests.support.builders import EXAMPLE, REPO, make_flows, registry_doc
+from tests.support.imports import HEAVY, imported_by
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -145,19 +146,6 @@ def test_api_key_never_on_the_command_line():
 
 def test_usage_error_exits_2():
     assert run("apply").returncode == 2
-
-
-HEAVY = ("qdrant_client", "kopf", "kubernetes", "pydantic", "jsonschema", "httpx", "grpc")
-
-
-def imported_by(*argv: str) -> set[str]:
-    """The top-level packages a ``flowreg`` process has imported when ``argv`` is done."""
-    code = ("import sys\nfrom flowreg.cli.main import main\n"
-            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
-    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
-                            text=True, timeout=120)
-    return set(result.stdout.split())
 
 
 @pytest.mark.parametrize("argv", [("--help",), ("apply", "--help"),

@@ -1,4 +1,4 @@
-"""``flowreg``: validate, checksum, plan, apply, export and history of FlowRegistry manifests.
+"""``flowreg``: validate, lint, checksum, plan, apply, export and history of FlowRegistry manifests.
 
 Exit codes: ``flowreg.errors.ExitCode``, with their meanings in ``EXIT_CODE_MEANINGS``; 128 + N
 when stopped by signal N (130 SIGINT, 143 SIGTERM; an apply stops at a batch boundary, see
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("FLOWREG_COLLECTION", DEFAULT_COLLECTION))
         p.add_argument("--history", default=None,
                        help="run-history SQLite file [default: beside the embedded store]")
+        embedder(p)
+
+    def embedder(p: argparse.ArgumentParser) -> None:
         p.add_argument("--embedder", choices=EMBEDDER_KINDS,
                        default=os.environ.get("FLOWREG_EMBEDDER", "hashing"),
                        help="hashing (exact words, deterministic), wordllama (offline semantic "
@@ -100,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check manifests offline (schema, checksums, blueprints)")
     files(p)
     output(p)
+
+    from flowreg.cli import lint
+
+    lint.add_parser(sub, lambda p: (files(p), output(p), embedder(p)))
 
     p = sub.add_parser("checksum", help="print, check or write the flows' checksums")
     files(p)
@@ -246,6 +253,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return _history(args)
     if command == "query":
         return await _query(args)
+    if command == "lint":
+        from flowreg.cli import lint
+        from flowreg.embed.factory import make_embedder
+
+        return await lint.run(args, make_embedder(_embedder_config(args)))
     raise AssertionError(command)
 
 

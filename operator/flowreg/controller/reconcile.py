@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from flowreg.controller import selection
 from flowreg.controller.config import OperatorConfig, StoreConfig
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.resource import FlowRegistry, uid_of
@@ -84,6 +85,8 @@ class Reconciler:
         self._checked: dict[str, _Checked] = {}
         self._written: dict[str, dict[str, Any]] = {}
         """Per registry, the status as this reconciler last left it (under the lock)."""
+        self.selection = selection.SelectionCheck()
+        self._findings: dict[str, selection.Findings | None] = {}
 
     async def engine(self, store: StoreConfig) -> SyncEngine:
         """The engine of a configured store, opened on first use (and retried until it opens)."""
@@ -126,6 +129,8 @@ class Reconciler:
         self._checked.pop(uid, None)
         self._locks.pop(uid, None)
         self._written.pop(uid, None)
+        self.selection.forget(uid)
+        self._findings.pop(uid, None)
 
     async def check_drift(self, body: Mapping[str, Any]) -> Outcome | None:
         """Reconcile ``body`` with a deep check if one is ``due``; ``None`` if not.
@@ -212,6 +217,8 @@ class Reconciler:
                 report = await engine.apply(decl.registry, decl.policy,
                                             deep=trigger == "drift",
                                             progress=writer.progress, on_plan=writer.planned)
+                self._findings[registry.uid] = await self.selection.check(
+                    registry.uid, selection.mode_of(registry.spec), engine, decl.registry)
             finally:
                 self.metrics.operations_since(engine.store.stats, stats_before)
         except FlowregError as exc:
@@ -231,7 +238,8 @@ class Reconciler:
             return SyncResult(Outcome(False, CONFLICT, report.conflict_message()), report, False)
         kept = f"; {len(report.kept)} undeclared flow(s) kept (prune: false)" if report.kept \
             else ""
-        return SyncResult(Outcome(True, SYNCED, f"{count} flow(s) in sync{kept}"), report, False)
+        return SyncResult(selection.outcome_with(self._findings.get(registry.uid), Outcome(
+            True, SYNCED, f"{count} flow(s) in sync{kept}")), report, False)
 
     async def _write(self, registry: FlowRegistry, status: Mapping[str, Any],
                      outcome: Outcome, report: SyncReport | None) -> None:
@@ -252,6 +260,8 @@ class Reconciler:
             if report.change_count or "lastSync" not in status \
                     or status.get("observedGeneration") != generation:
                 patch["lastSync"] = sync_summary(report, self.config.max_status_names)
+            findings = self._findings.get(registry.uid)
+            patch["selectionLint"] = findings.status() if findings is not None else None
         if (report is not None and report.change_count) or any(
                 status.get(k) != v for k, v in patch.items()):
             await self.sink.patch_status(body, patch)
@@ -266,6 +276,10 @@ class Reconciler:
         if report is not None and report.change_count:
             reason = DRIFT_REPAIRED if _drift(registry, status) else SYNCED
             await self.sink.event(body, "Normal", reason, report.summary(max_names=10))
+        lint_warning = selection.warning(self._findings.get(registry.uid), status) \
+            if report is not None else None
+        if lint_warning is not None:
+            await self.sink.event(body, "Warning", selection.REASON, lint_warning)
         before = next((c for c in previous if c.get("type") == READY), None)
         changed = before is None or before.get("reason") != outcome.reason \
             or before.get("message") != outcome.message

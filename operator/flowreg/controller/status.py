@@ -35,6 +35,9 @@ CONFLICT = ConflictError.reason
 """Ready=False: declared flows are held by another registry and were left untouched."""
 INTERNAL_ERROR = FlowregError.reason
 """Ready=False, Reconciling=True: a defect or a broken install; retried."""
+CONFUSABLE_FLOWS = "ConfusableFlows"
+"""Warning Event (``spec.selectionLint: Warn``), or Ready=False and Stalled (``Block``): the
+selection lint flags pairs of flows an agent cannot tell apart."""
 MAX_MESSAGE = 1024
 
 

@@ -1,0 +1,101 @@
+"""The selection lint in the reconciler: Warn, Block, Ignore; no embedding call of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowreg.controller.config import parse_config
+from flowreg.controller.reconcile import Reconciler
+from flowreg.controller.selection import MAX_PAIRS
+from tests.support.reconciler import RecordingSink, body_of, ready
+
+
+def twins(n: int) -> list[dict]:
+    """``n`` pairs of flows whose embedded texts are the same (cosine 1), then one apart."""
+    flows = []
+    for i in range(n):
+        text = {"description": f"Refund card payment number {i} to the customer",
+                "examples": [f"refund payment {i}", f"give back charge {i}"]}
+        flows += [{"name": f"refund_{i}", **text}, {"name": f"refund_{i}_again", **text}]
+    flows.append({"name": "exchange_rate", "description": "Quote the euro to dollar rate",
+                  "examples": ["how many yen for a pound", "franc to rupee"]})
+    return flows
+
+
+@pytest.fixture
+async def reconciler():
+    rec = Reconciler(parse_config({"stores": {"default": {"location": ":memory:"}}}),
+                     RecordingSink())
+    yield rec
+    await rec.close()
+
+
+async def test_warn_keeps_ready_and_says_it_in_status_and_one_event(reconciler):
+    body = body_of(twins(1))
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.ready and outcome.reason == "Synced"
+    lint = body["status"]["selectionLint"]
+    assert lint["count"] == 1 and lint["pairs"] == [
+        {"flows": ["refund_0", "refund_0_again"], "score": 1.0}]
+    warnings = [e for e in reconciler.sink.events if e[0] == "Warning"]
+    assert [e[1] for e in warnings] == ["ConfusableFlows"]
+    assert "refund_0 ~ refund_0_again (1.00)" in warnings[0][2]
+    await reconciler.reconcile(body, trigger="drift")
+    assert [e for e in reconciler.sink.events if e[0] == "Warning"] == warnings
+
+
+async def test_the_lint_adds_no_embedding_call_and_no_read_when_texts_are_unchanged(reconciler):
+    body = body_of(twins(3))
+    await reconciler.reconcile(body, trigger="change")
+    engine = reconciler.engines["default"]
+    assert (engine.embedder.calls, engine.embedder.texts) == (1, 7)  # the sync's one batch
+    assert engine.store.stats.calls["retrieve"] == 1  # the flows' vectors, read once
+    body["spec"]["flows"][-1]["conditions"] = ["user is authenticated"]  # payload-only change
+    body["metadata"]["generation"] = 2
+    await reconciler.reconcile(body, trigger="change")
+    await reconciler.reconcile(body, trigger="drift")
+    assert (engine.embedder.calls, engine.embedder.texts) == (1, 7)
+    assert engine.store.stats.calls["retrieve"] == 1
+    assert body["status"]["selectionLint"]["count"] == 3
+
+
+async def test_status_holds_at_most_ten_pairs_worst_first(reconciler):
+    flows = twins(12)
+    flows[0]["examples"] = [*flows[0]["examples"], "something else entirely"]  # 0 < cosine < 1
+    body = body_of(flows)
+    await reconciler.reconcile(body, trigger="change")
+    lint = body["status"]["selectionLint"]
+    assert lint["count"] == 12 and len(lint["pairs"]) == MAX_PAIRS
+    scores = [p["score"] for p in lint["pairs"]]
+    assert scores == sorted(scores, reverse=True) and ["refund_0", "refund_0_again"] not in \
+        [p["flows"] for p in lint["pairs"]]
+
+
+async def test_block_keeps_ready_false_but_syncs(reconciler):
+    body = body_of(twins(1), selectionLint="Block")
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert not outcome.ready and outcome.reason == "ConfusableFlows" and outcome.stalled
+    assert {c["type"]: c["status"] for c in body["status"]["conditions"]} == {
+        "Ready": "False", "Stalled": "True"}
+    assert body["status"]["lastSync"]["created"] == 3
+    assert await reconciler.engines["default"].store.count() == 3
+    assert [e[1] for e in reconciler.sink.events if e[0] == "Warning"] == ["ConfusableFlows"]
+    body["spec"]["flows"].pop(1)  # the twin removed: Ready again, the stanza gone
+    body["metadata"]["generation"] = 2
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.ready and ready(body)["reason"] == "Synced"
+    assert "selectionLint" not in body["status"]
+
+
+async def test_ignore_checks_nothing(reconciler):
+    body = body_of(twins(1), selectionLint="Ignore")
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.ready and "selectionLint" not in body["status"]
+    assert reconciler.engines["default"].store.stats.calls["retrieve"] == 0
+    assert not [e for e in reconciler.sink.events if e[0] == "Warning"]
+
+
+async def test_an_unknown_mode_is_invalid(reconciler):
+    body = body_of(twins(1), selectionLint="Off")
+    outcome = await reconciler.reconcile(body, trigger="change")
+    assert outcome.reason == "InvalidSpec" and "selectionLint" in outcome.message
