@@ -217,7 +217,8 @@ class Reconciler:
             more = f" and {len(report.conflicts) - 5} more" if len(report.conflicts) > 5 else ""
             return Outcome(False, "Conflict",
                            f"{len(report.conflicts)} declared flow(s) belong to another "
-                           f"registry and were left untouched: {owners}{more}"), report, False
+                           f"registry and were left untouched: {owners}{more}",
+                           stalled=True), report, False
         kept = f"; {len(report.kept)} undeclared flow(s) kept (prune: false)" if report.kept \
             else ""
         return Outcome(True, "Synced", f"{count} flow(s) in sync{kept}"), report, False
