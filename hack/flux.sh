@@ -48,6 +48,7 @@ build_controller() {  # name tarball
   cp "$dir/src/$name"/config/crd/bases/*.yaml "$dir/crds/"
   mv "$dir/$name.tmp" "$dir/$name"
   rm -rf "$dir/src/$name"
+  rmdir "$dir/src" 2>/dev/null || true
   echo "flux: built $name in $((SECONDS - started)) s" >&2
 }
 
