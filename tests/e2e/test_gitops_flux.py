@@ -192,7 +192,20 @@ def flows(names: list[str], salt: str = "") -> list[dict[str, Any]]:
 @pytest.fixture
 def site(kube_api: client.ApiClient, flux: FluxControllers, git: GitServer,
          qdrant: QdrantServer, operator: OperatorProcess) -> Iterator[Site]:
-    namespace = f"{PREFIX}-{uuid.uuid4().hex[:8]}"
+    """A site in a namespace the operator watches."""
+    yield from _site(kube_api, flux, git, qdrant, PREFIX)
+
+
+@pytest.fixture
+def unwatched_site(kube_api: client.ApiClient, flux: FluxControllers, git: GitServer,
+                   qdrant: QdrantServer, operator: OperatorProcess) -> Iterator[Site]:
+    """A site in a namespace no operator watches (as if the operator were not installed)."""
+    yield from _site(kube_api, flux, git, qdrant, "flowreg-unwatched")
+
+
+def _site(kube_api: client.ApiClient, flux: FluxControllers, git: GitServer,
+          qdrant: QdrantServer, prefix: str) -> Iterator[Site]:
+    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     made = Site(kube_api, flux, git.repository(namespace), namespace, qdrant)
@@ -276,6 +289,21 @@ def test_first_sync_kustomization_ready_only_after_both_registries(site, kube_ap
     assert site.flows("support") == {
         n: (f"Handle {n.replace('_', ' ')}.", f"{site.ns}/support")
         for n in ("reset_password", "close_account")}
+
+
+def test_a_registry_no_operator_has_seen_is_not_ready_for_flux(unwatched_site, kube_api):
+    site = unwatched_site
+    site.registry("billing", flows(["check_balance"]))
+    sha = site.commit("one registry, no operator")
+    site.kustomization("flows", "./flows", timeout=10)
+    ks = site.wait_ks(lambda o: condition(o).get("reason") == "HealthCheckFailed"
+                      and str(o["status"].get("lastAttemptedRevision", "")).endswith(sha),
+                      "HealthCheckFailed")
+    message = condition(ks)["message"]
+    assert f"FlowRegistry/{site.ns}/billing status: 'InProgress'" in message, message
+    assert "timeout waiting for" in message
+    # what the apiserver returns before any status write: the CRD's default, "not observed"
+    assert get_registry(kube_api, site.ns, "billing")["status"] == {"observedGeneration": 0}
 
 
 def test_changed_flow_updates_exactly_that_flow(site, kube_api):
