@@ -37,13 +37,13 @@ from tests.support.flux import (
     SOURCE,
     FluxControllers,
     condition,
+    flux_dir,
     get,
     missing,
     request_reconcile,
     wait_flux,
 )
 from tests.support.git_server import GitRepo, GitServer
-from tests.support.kstatus import flux_dir
 from tests.support.processes import free_port
 from tests.support.qdrant_server import QdrantServer, server_binary
 from tests.support.skips import loud_skip

@@ -1,7 +1,7 @@
 """Flux's source-controller and kustomize-controller as processes against the test apiserver.
 
-The binaries and their CRDs come from the Flux cache directory (``hack/flux.sh``, see
-``tests/support/kstatus.flux_dir``). ``FluxControllers`` installs the CRDs, starts both
+The binaries and their CRDs come from the Flux cache directory (``flux_dir``: built by
+``hack/flux.sh``). ``FluxControllers`` installs the CRDs, starts both
 controllers with the admin kubeconfig, every listener on a free loopback port (metrics,
 health, and source-controller's artifact server, advertised on loopback so that
 kustomize-controller downloads artifacts from it), leader election off, watching all
@@ -26,11 +26,26 @@ from kubernetes import client
 from tests.kube.controlplane import apply_file, scaled
 from tests.support.processes import die_with_parent, free_port, stop_group
 
+REPO = Path(__file__).resolve().parents[2]
 CONTROLLERS = ("source-controller", "kustomize-controller")
 SOURCE = ("source.toolkit.fluxcd.io", "v1", "gitrepositories")
 KUSTOMIZATION = ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations")
 REQUEUE_DEPENDENCY = "2s"
 """How soon a Kustomization whose dependency is not Ready looks again (Flux's default: 30s)."""
+
+
+def flux_dir(only: str | None = "kstatus") -> Path:
+    """The Flux cache directory: ``$FLOWREG_FLUX_DIR``, else what hack/flux.sh prints.
+
+    The script builds what is missing first: with ``only="kstatus"`` (the default) just that
+    small program, with ``only=None`` the controllers too.
+    """
+    env = os.environ.get("FLOWREG_FLUX_DIR")
+    if env:
+        return Path(env)
+    args = ["bash", str(REPO / "hack" / "flux.sh"), *([only] if only else [])]
+    out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def missing(directory: Path) -> list[str]:

@@ -1,34 +1,20 @@
 """kstatus itself: the verdict Flux computes for an object, from the Go program hack/kstatus.
 
-``hack/flux.sh`` builds the program into the Flux cache directory (``hack/flux.sh kstatus``
-builds only it); ``compute`` runs it on objects and returns, per object, the status and message
-of ``sigs.k8s.io/cli-utils`` and of ``github.com/fluxcd/cli-utils`` (the fork Flux links).
+``hack/flux.sh`` builds the program into the Flux cache directory (``flux_dir``;
+``hack/flux.sh kstatus`` builds only it); ``compute`` runs it on objects and returns, per
+object, the status and message of ``sigs.k8s.io/cli-utils`` and of ``github.com/fluxcd/cli-utils``
+(the fork Flux links).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def flux_dir(only: str | None = "kstatus") -> Path:
-    """The Flux cache directory: ``$FLOWREG_FLUX_DIR``, else what hack/flux.sh prints.
-
-    The script builds what is missing first: with ``only="kstatus"`` (the default) just that
-    small program, with ``only=None`` the controllers too.
-    """
-    env = os.environ.get("FLOWREG_FLUX_DIR")
-    if env:
-        return Path(env)
-    args = ["bash", str(REPO / "hack" / "flux.sh"), *([only] if only else [])]
-    out = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
+from tests.support.flux import flux_dir
 
 
 def kstatus_binary() -> Path:
