@@ -12,6 +12,8 @@ class flowreg has. The verdicts come from cli-utils' ``status.Compute`` run by h
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from flowreg.controller.config import parse_config
 from flowreg.controller.reconcile import Reconciler
 from flowreg.controller.status import Outcome, conditions
 from tests.conftest import make_flows
-from tests.support.kstatus import compute
+from tests.support.kstatus import compute, kstatus_binary
+from tests.support.skips import loud_skip
 from tests.test_argocd_health import health
 from tests.test_reconcile import RecordingSink, body_of
 
@@ -113,6 +116,19 @@ def error_classes() -> list[type[errors.FlowregError]]:
         found.append(cls)
         todo.extend(cls.__subclasses__())
     return sorted(found, key=lambda c: c.reason)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kstatus_built() -> None:
+    """The kstatus program: built by hack/flux.sh (Go needed); a loud skip without, except in CI."""
+    try:
+        binary = kstatus_binary()
+        if not os.access(binary, os.X_OK):
+            raise FileNotFoundError(f"{binary} is not built")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        if os.environ.get("CI") == "true":
+            raise
+        loud_skip(f"kstatus (hack/flux.sh kstatus, needs Go): {exc}")
 
 
 @pytest.fixture(scope="module")
