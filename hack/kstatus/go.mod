@@ -4,7 +4,7 @@ go 1.26.0
 
 require (
 	github.com/fluxcd/cli-utils v1.2.1
-	k8s.io/apimachinery v0.36.0
+	k8s.io/apimachinery v0.36.2
 	sigs.k8s.io/cli-utils v0.37.2
 )
 
