@@ -2,7 +2,8 @@
 -- Healthy:     Ready=True, observed at the current generation.
 -- Suspended:   spec.suspend, or Ready reason Suspended.
 -- Degraded:    Stalled=True, or Ready=False for a reason that will not fix itself.
--- Progressing: anything else (not yet observed, a sync under way, a retry pending).
+-- Progressing: anything else (not yet observed, Reconciling=True: a sync under way or a retry
+--              pending), as kstatus (Flux) judges it too.
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 local degraded = { InvalidSpec = true, DeletionGuard = true, Conflict = true,
                    StoreIncompatible = true }
@@ -17,10 +18,11 @@ if obj.status == nil or obj.status.conditions == nil then
 end
 
 local generation = obj.metadata.generation
-local ready, stalled = nil, nil
+local ready, stalled, reconciling = nil, nil, nil
 for _, condition in ipairs(obj.status.conditions) do
   if condition.type == "Ready" then ready = condition end
   if condition.type == "Stalled" then stalled = condition end
+  if condition.type == "Reconciling" then reconciling = condition end
 end
 
 if stalled ~= nil and stalled.status == "True" then
@@ -34,6 +36,10 @@ end
 if ready.reason == "Suspended" then
   hs.status = "Suspended"
   hs.message = ready.message or "Reconciliation is suspended"
+  return hs
+end
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.message = (reconciling.reason or "Progressing") .. ": " .. (reconciling.message or "")
   return hs
 end
 local observed = obj.status.observedGeneration

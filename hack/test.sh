@@ -18,6 +18,17 @@ if [ -f hack/testbin.sh ] && [ "${FLOWREG_SKIP_E2E:-}" != "1" ]; then
   export FLOWREG_TESTBIN_DIR
 fi
 
+# Flux's source-controller and kustomize-controller for the GitOps tests, unless
+# FLOWREG_SKIP_FLUX=1, and the kstatus program for the status table (when Go is there: without
+# Go and with the end-to-end tests skipped, the table skips too, except in CI).
+if [ "${FLOWREG_SKIP_E2E:-}" != "1" ] && [ "${FLOWREG_SKIP_FLUX:-}" != "1" ]; then
+  FLOWREG_FLUX_DIR="$(bash hack/flux.sh | tail -n 1)"
+  export FLOWREG_FLUX_DIR
+elif command -v go >/dev/null || [ "${CI:-}" = "true" ]; then
+  FLOWREG_FLUX_DIR="$(bash hack/flux.sh kstatus | tail -n 1)"
+  export FLOWREG_FLUX_DIR
+fi
+
 # A Qdrant server for the store tests, unless one is given ($QDRANT_URL, e.g. from Docker).
 if [ -z "${QDRANT_URL:-}" ] && [ "${FLOWREG_SKIP_QDRANT_SERVER:-}" != "1" ]; then
   FLOWREG_QDRANT_BIN="$(bash hack/qdrant.sh | tail -n 1)"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 EMBED_BATCH = 512
 # flowreg.lint's defaults, named here so that parsing the command line does not import numpy
-# (tests/test_lint_cli.py checks that they agree).
+# (tests/lint/test_lint_cli.py checks that they agree).
 DEFAULT_DUPLICATE = 0.9
 DEFAULT_MARGIN = 0.25
 DEFAULT_MIN_EXAMPLES = 2

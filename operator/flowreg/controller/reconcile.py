@@ -235,7 +235,8 @@ class Reconciler:
                               None, True)
         count = len(decl.registry.flows)
         if report.conflicts:
-            return SyncResult(Outcome(False, CONFLICT, report.conflict_message()), report, False)
+            return SyncResult(Outcome(False, CONFLICT, report.conflict_message(), stalled=True),
+                              report, False)
         kept = f"; {len(report.kept)} undeclared flow(s) kept (prune: false)" if report.kept \
             else ""
         return SyncResult(selection.outcome_with(self._findings.get(registry.uid), Outcome(

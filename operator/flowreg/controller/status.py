@@ -32,7 +32,8 @@ PROGRESSING = "Progressing"
 SUSPENDED = "Suspended"
 """Ready=False: ``spec.suspend`` is set; nothing is written."""
 CONFLICT = ConflictError.reason
-"""Ready=False: declared flows are held by another registry and were left untouched."""
+"""Ready=False, Stalled=True: declared flows are held by another registry and were left
+untouched (a change of either registry is needed)."""
 INTERNAL_ERROR = FlowregError.reason
 """Ready=False, Reconciling=True: a defect or a broken install; retried."""
 CONFUSABLE_FLOWS = "ConfusableFlows"
