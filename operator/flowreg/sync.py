@@ -26,6 +26,8 @@ from flowreg.history import Checkpoint, RunHistory
 from flowreg.plan import Plan, Removal, RemovalReason, VectorSource, Write, guard, plan_sync
 from flowreg.report import SyncReport
 from flowreg.store import FlowStore, PointWrite, ScoredFlow, chunks, payload_of
+from flowreg.store.base import PAYLOAD_VERSION
+from flowreg.store.digest import digest_payload, registry_digest, stored_digest
 
 DEFAULT_BATCH_SIZE = 100
 MIN_LOOKAHEAD = 2
@@ -96,20 +98,45 @@ class SyncEngine:
                 report.resumed = {"run_id": interrupted.run_id, "done": interrupted.done,
                                   "total": interrupted.total}
         try:
-            await self.store.ensure_collection(await self.dimension())
-            with _no_gc():
-                plan = await self._plan(registry, policy, deep)
-            guard(plan, registry, policy)
-            if on_plan is not None:
-                await on_plan(plan)
-            report.batches = await self._execute(plan, run_id, progress)
+            dimension = await self.dimension()
+            await self.store.ensure_collection(dimension)
+            want = registry_digest(registry, policy, self.embedder.identity, dimension,
+                                   PAYLOAD_VERSION)
+            held = await self.store.read_digest(registry.agent_id, registry.owner)
+            if not deep and held is not None and stored_digest(held) == want:
+                await self._checkpoint(Checkpoint(run_id, 0, 0), progress)
+                plan: Plan | None = None
+                report.skipped = [f.name for f in registry.flows]
+                kept = held.get("kept")
+                report.kept = [str(n) for n in kept] if isinstance(kept, list) else []
+                report.digest = "matched"
+            else:
+                with _no_gc():
+                    plan = await self._plan(registry, policy, deep)
+                guard(plan, registry, policy)
+                if on_plan is not None:
+                    await on_plan(plan)
+                if held is not None and (not plan.is_noop or plan.conflicts):
+                    # Before the first write: a run cut short leaves no digest behind.
+                    await self.store.clear_digest(registry.agent_id, registry.owner)
+                report.batches = await self._execute(plan, run_id, progress)
+                if plan.conflicts:
+                    report.digest = "none"  # re-planned until the conflict is resolved
+                else:
+                    if held is None or not plan.is_noop or stored_digest(held) != want:
+                        # Last, after the final batch.
+                        await self.store.write_digest(
+                            registry.agent_id, registry.owner,
+                            digest_payload(registry, want, list(plan.kept)), dimension)
+                    report.digest = "written"
         except BaseException as exc:
             if self.history is not None:
                 status = "refused" if isinstance(exc, DeletionGuard) else "failed"
                 message = str(exc) if isinstance(exc, FlowregError) else repr(exc)
                 self.history.finish(run_id, status, error=message)
             raise
-        _report_of(plan, report)
+        if plan is not None:
+            _report_of(plan, report)
         stats = self.store.stats
         report.store_calls = stats.total - calls0
         report.store_writes = stats.writes - writes0

@@ -22,6 +22,7 @@ from typing import Any, NoReturn, TypeVar
 
 from flowreg.errors import FlowregError, StoreIncompatible
 from flowreg.flow import Entry, Flow, Snapshot, StoredPoint
+from flowreg.store.digest import digest_point_id, digest_vector
 
 DEFAULT_COLLECTION = "flowreg_flows"
 DEFAULT_LOCATION = ".flowreg/qdrant"
@@ -29,7 +30,8 @@ PAYLOAD_VERSION = 1
 INDEXED_FIELDS = ("agent_id", "owner", "name")
 SNAPSHOT_FIELDS = ["agent_id", "name", "owner", "checksum", "text_checksum", "embedder"]
 CONTENT_FIELDS = ["description", "examples", "conditions", "blueprint"]
-WRITE_CALLS = ("batch_update_points", "upsert", "delete", "overwrite_payload")
+WRITE_CALLS = ("batch_update_points", "upsert", "delete", "overwrite_payload", "write_digest",
+               "clear_digest")
 
 T = TypeVar("T")
 Page = list[tuple[str, dict[str, Any]]]
@@ -41,7 +43,9 @@ class StoreStats:
     """Calls made to the store's backend, by operation, and points read, written and deleted.
 
     Write operations are ``upsert`` (points with vectors only), ``delete`` (deletions only) and
-    ``batch_update_points`` (anything mixed, or payload rewrites): one per batch on every backend.
+    ``batch_update_points`` (anything mixed, or payload rewrites): one per batch on every backend;
+    and ``write_digest`` / ``clear_digest`` (the registry digest: one each per changing sync).
+    ``read_digest`` is the one read of a sync whose registry is unchanged.
     """
 
     calls: Counter[str] = field(default_factory=Counter)
@@ -79,6 +83,8 @@ class Scope:
     owner: str | None = None
     others: bool = False
     names: tuple[str, ...] | None = None
+    flows_only: bool = False
+    """Only flow points (payload ``flowreg`` is ``PAYLOAD_VERSION``): no registry digests."""
 
 
 @dataclass(frozen=True)
@@ -313,15 +319,37 @@ class FlowStore(abc.ABC):
         if not await self.collection_exists():
             return 0
         ids = [p.id for p in await self.snapshot(agent_id, owner=owner) if p.owner == owner]
-        for chunk in chunks(ids, self.page_size):
+        # The registry's digest goes first: a deletion cut short must not leave it claiming
+        # the registry is in the store (a registry re-created under the same name would trust it).
+        for chunk in chunks([digest_point_id(agent_id, owner), *ids], self.page_size):
             await self.write([], chunk)
         return len(ids)
 
     async def count(self) -> int:
-        """Points in the collection (all agents)."""
+        """Flow points in the collection (all agents; registry digests are not flows)."""
         if not await self.collection_exists():
             return 0
-        return int(await self._call("count", self._count(None)))
+        return int(await self._call("count", self._count(Scope(None, flows_only=True))))
+
+    async def read_digest(self, agent_id: str, owner: str) -> dict[str, Any] | None:
+        """The payload of ``owner``'s registry digest for ``agent_id`` (None: none stored).
+
+        One counted ``retrieve``; the collection must exist (``ensure_collection``).
+        """
+        records = await self._call("read_digest", self._retrieve(
+            [digest_point_id(agent_id, owner)], payload=True, vectors=False))
+        return records[0][1] if records else None
+
+    async def write_digest(self, agent_id: str, owner: str, payload: dict[str, Any],
+                           dimension: int) -> None:
+        """Store ``owner``'s registry digest for ``agent_id`` (one counted write)."""
+        await self._call("write_digest", self._write(
+            [PointWrite(digest_point_id(agent_id, owner), payload, digest_vector(dimension))],
+            []))
+
+    async def clear_digest(self, agent_id: str, owner: str) -> None:
+        """Delete ``owner``'s registry digest for ``agent_id`` (one counted write)."""
+        await self._call("clear_digest", self._write([], [digest_point_id(agent_id, owner)]))
 
     async def search(self, agent_id: str, vector: Sequence[float],
                      limit: int = 5) -> list[ScoredFlow]:

@@ -24,6 +24,7 @@ import orjson
 from flowreg.errors import FlowregError, StoreIncompatible, StoreUnavailable
 from flowreg.store.base import (
     INDEXED_FIELDS,
+    PAYLOAD_VERSION,
     FlowStore,
     Page,
     PointWrite,
@@ -193,6 +194,8 @@ class EdgeStore(FlowStore):
             (must_not if scope.others else must).append(owned)
         if scope.names is not None:
             must.append(q.FieldCondition(key="name", match=q.MatchAny(list(scope.names))))
+        if scope.flows_only:
+            must.append(q.FieldCondition(key="flowreg", match=q.MatchValue(PAYLOAD_VERSION)))
         if not must and not must_not:
             return None
         return q.Filter(must=must or None, must_not=must_not or None)
