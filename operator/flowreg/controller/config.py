@@ -11,6 +11,7 @@ API key. Tenants never supply URLs or keys. Example::
         apiKeyEnv: QDRANT_API_KEY                 # filled from a Secret by the Helm chart
         embedder: {kind: hashing, dimension: 384}
     driftCheckSeconds: 10                         # how often intervals are checked
+    deepCheckInterval: 1h                         # how often each registry is read in full
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class OperatorConfig:
     drift_check_seconds: float = 10.0
     max_status_names: int = 20
     progress_every_seconds: float = 2.0
+    deep_check_seconds: float = 3600.0
+    """How often each registry is deep-checked (every point read; see controller.deepcheck)."""
 
     def store(self, name: str) -> StoreConfig:
         """The store called ``name``; ``InvalidSpec`` if the administrator configured none."""
@@ -91,11 +94,16 @@ def parse_config(data: Mapping[str, Any]) -> OperatorConfig:
             page_size=int(raw["pageSize"]) if raw.get("pageSize") else None,
             timeout=float(raw.get("timeout", 30.0)),
         )
+    deep = data.get("deepCheckInterval", "1h")
+    deep_seconds = parse_duration(deep) if isinstance(deep, str) else float(deep)
+    if deep_seconds <= 0:
+        raise ValueError(f"deepCheckInterval: must be positive, not {deep!r}")
     return OperatorConfig(
         stores=stores,
         drift_check_seconds=float(data.get("driftCheckSeconds", 10.0)),
         max_status_names=int(data.get("maxStatusNames", 20)),
         progress_every_seconds=float(data.get("progressEverySeconds", 2.0)),
+        deep_check_seconds=deep_seconds,
     )
 
 

@@ -1,10 +1,11 @@
 """The reconcile loop's body, free of kopf: read a FlowRegistry, sync it, say so in its status.
 
 ``Reconciler.reconcile`` is level-triggered: whatever woke it (a change, an operator restart, a
-drift-check tick), it plans against Qdrant, applies, and writes the status and Events through a
-``Sink``. It never raises for a failure of the registry or a backend: the failure becomes the
-status (``Ready=False`` with a reason) and, for transient failures, a retry with backoff at a
-later tick (``due``). Syncs of one registry never overlap.
+drift-check tick), it syncs (an unchanged registry is recognised by its digest, one read; a deep
+check, due every ``deepCheckInterval``, reads every point), and writes the status and Events
+through a ``Sink``. It never raises for a failure of the registry or a backend: the failure
+becomes the status (``Ready=False`` with a reason) and, for transient failures, a retry with
+backoff at a later tick (``due``). Syncs of one registry never overlap.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from flowreg import schema
 from flowreg.controller.config import OperatorConfig, StoreConfig, parse_duration
+from flowreg.controller.deepcheck import DeepCheckClock
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.status import Outcome, conditions, sync_summary
 from flowreg.embed.factory import make_embedder
@@ -66,6 +68,7 @@ class Reconciler:
         self._checked: dict[str, _Checked] = {}
         self._written: dict[str, dict[str, Any]] = {}
         """Per registry, the status as this reconciler last left it (under the lock)."""
+        self.deep = DeepCheckClock(config.deep_check_seconds)
 
     async def engine(self, store: StoreConfig) -> SyncEngine:
         """The engine of a configured store, opened on first use (and retried until it opens)."""
@@ -106,9 +109,11 @@ class Reconciler:
         self._checked.pop(_uid(body), None)
         self._locks.pop(_uid(body), None)
         self._written.pop(_uid(body), None)
+        self.deep.forget(_uid(body))
 
     async def check_drift(self, body: Mapping[str, Any]) -> Outcome | None:
-        """Reconcile ``body`` with a deep check if one is ``due``; ``None`` if not.
+        """Re-sync ``body`` if its interval is ``due`` (deep if its deep check is due too);
+        ``None`` if not.
 
         Judged once the registry's lock is held: a sync that was running meanwhile (as on
         start-up, when every registry is resumed) makes the check not due, so the registry is
@@ -192,12 +197,14 @@ class Reconciler:
             engine = await self.engine(self.config.store(decl.store))
             writer = _ProgressWriter(self.sink, body, self.config.progress_every_seconds)
             stats_before = engine.store.stats.calls.copy()
+            deep = trigger == "drift" and self.deep.due(_uid(body))
             try:
-                report = await engine.apply(decl.registry, decl.policy,
-                                            deep=trigger == "drift",
+                report = await engine.apply(decl.registry, decl.policy, deep=deep,
                                             progress=writer.progress, on_plan=writer.planned)
             finally:
                 self.metrics.operations_since(engine.store.stats, stats_before)
+            if deep:
+                self.deep.done(_uid(body))
         except FlowregError as exc:
             transient = not exc.permanent
             message = str(exc) if not isinstance(exc, InvalidSpec) else "; ".join(
