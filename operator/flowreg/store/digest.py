@@ -2,9 +2,10 @@
 declared", so an unchanged registry is recognised with one read instead of a scroll.
 
 What it covers: the agent and the owner, every declared flow in declaration order (name and
-content checksum, which covers description, examples, conditions and blueprint), the sync policy, the embedder's
-identity and vector size, and the payload format. Any change to any of them changes the digest,
-and a sync whose digest differs from the stored one (or finds none) makes the full comparison.
+content checksum, which covers description, examples, conditions and blueprint), the sync
+policy, the embedder's identity and vector size, and the payload format. Any change to any of
+them changes the digest, and a sync whose digest differs from the stored one (or finds none)
+makes the full comparison.
 
 Where it lives: a point of its own in the same collection (or Edge shard) as the flows, with the
 id ``digest_point_id(agent, owner)`` (uuid5 in a namespace of its own, so it never collides
