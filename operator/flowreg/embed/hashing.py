@@ -19,8 +19,6 @@ import re
 import zlib
 from collections.abc import Sequence
 
-import numpy as np
-
 _WORD = re.compile(r"\w+", re.UNICODE)
 _WORD_BYTES = re.compile(rb"\w+")
 _SPACE = b" ".__add__
@@ -50,6 +48,8 @@ class HashingEmbedder:
         """The vectors of ``texts`` (synchronous), equal to ``embed_one`` of each."""
         if not texts:
             return []
+        import numpy as np  # here: a command that embeds nothing does not pay for the import
+
         dim = self._dimension
         words: list[bytes] = []
         per_text: list[int] = []
