@@ -207,3 +207,19 @@ async def test_deep_check_moves_a_point_written_off_its_id_without_embedding(cou
     assert deep.embedded_texts == 0 and deep.duplicates_removed == ["flow_00001"]
     ids = {p.id for p in await store.snapshot("agent")}
     assert pid in ids and stray not in ids and len(ids) == 3
+
+
+async def test_syncs_running_at_once_on_one_engine_each_report_their_own_work(counted):
+    """As the operator runs them: many registries at once, one store, one embedder."""
+    import asyncio
+
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder(), batch_size=10)
+    a, b = registry(95, owner="ns/a"), Registry("agent_b", "ns/b", registry(45).flows)
+    first, second = await asyncio.gather(engine.apply(a), engine.apply(b))
+    assert first.embedded_texts == 95 and first.embedding_calls == 10
+    assert second.embedded_texts == 45 and second.embedding_calls == 5
+    assert first.store_writes == 11 and second.store_writes == 6  # batches, then the digest
+    assert first.points_written == 95 and second.points_written == 45
+    assert first.store_calls + second.store_calls == sum(calls.values())
+    assert engine.embedder.texts == 140

@@ -19,14 +19,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from flowreg.embed.base import CountingEmbedder, Embedder
+from flowreg.embed.base import CountingEmbedder, EmbedCounts, Embedder, counting_embeddings
 from flowreg.errors import DeletionGuard, EmbedderUnavailable, FlowregError, InvalidSpec
 from flowreg.flow import Registry, SyncPolicy
 from flowreg.history import Checkpoint, RunHistory
 from flowreg.plan import Plan, Removal, RemovalReason, VectorSource, Write, guard, plan_sync
 from flowreg.report import SyncReport
 from flowreg.store import FlowStore, PointWrite, ScoredFlow, chunks, payload_of
-from flowreg.store.base import PAYLOAD_VERSION
+from flowreg.store.base import PAYLOAD_VERSION, StoreStats, counting
 from flowreg.store.digest import digest_payload, registry_digest, stored_digest
 
 DEFAULT_BATCH_SIZE = 100
@@ -85,12 +85,19 @@ class SyncEngine:
         recorded as failed, with its checkpoint). Conflicts do not raise: they are in the report.
         ``on_plan`` is awaited with the plan once it has passed the guard, before any write.
         """
+        with counting() as run, counting_embeddings() as embeddings:
+            return await self._apply(registry, policy, deep, progress, on_plan, run,
+                                     embeddings)
+
+    async def _apply(self, registry: Registry, policy: SyncPolicy | None, deep: bool,
+                     progress: ProgressFn | None,
+                     on_plan: Callable[[Plan], Awaitable[None]] | None, run: StoreStats,
+                     embeddings: EmbedCounts) -> SyncReport:
+        """``apply``, counting this run's store calls in ``run`` and embeddings in
+        ``embeddings`` (syncs of other registries may run at the same time)."""
         policy = policy or SyncPolicy()
         run_id = uuid.uuid4().hex
         started = time.monotonic()
-        calls0, writes0 = self.store.stats.total, self.store.stats.writes
-        written0, deleted0 = self.store.stats.points_written, self.store.stats.points_deleted
-        emb_calls0, emb_texts0 = self.embedder.calls, self.embedder.texts
         report = SyncReport(registry.agent_id, registry.owner, run_id=run_id)
         if self.history is not None:
             interrupted = self.history.start(run_id, registry.owner, registry.agent_id)
@@ -137,13 +144,12 @@ class SyncEngine:
             raise
         if plan is not None:
             _report_of(plan, report)
-        stats = self.store.stats
-        report.store_calls = stats.total - calls0
-        report.store_writes = stats.writes - writes0
-        report.points_written = stats.points_written - written0
-        report.points_deleted = stats.points_deleted - deleted0
-        report.embedding_calls = self.embedder.calls - emb_calls0
-        report.embedded_texts = self.embedder.texts - emb_texts0
+        report.store_calls = run.total
+        report.store_writes = run.writes
+        report.points_written = run.points_written
+        report.points_deleted = run.points_deleted
+        report.embedding_calls = embeddings.calls
+        report.embedded_texts = embeddings.texts
         report.duration_seconds = round(time.monotonic() - started, 6)
         if self.history is not None:
             self.history.finish(run_id, "succeeded", report=report.to_dict(max_names=50))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from flowreg.manifest import INTERVAL_PATH, parse_object
 from flowreg.plan import Plan
 from flowreg.report import SyncReport
 from flowreg.store import open_store
+from flowreg.store.base import counting
 from flowreg.sync import SyncEngine
 
 log = logging.getLogger("flowreg.controller")
@@ -173,11 +175,11 @@ class Reconciler:
                 log.info("registry %s deleted; its flows are orphaned", owner)
                 return 0
             engine = await self.engine(self.config.store(spec.get("store", "default")))
-            before = engine.store.stats.calls.copy()
-            try:
-                deleted = await engine.delete_registry(spec["agentId"], owner)
-            finally:
-                self.metrics.operations_since(engine.store.stats, before)
+            with counting() as calls:
+                try:
+                    deleted = await engine.delete_registry(spec["agentId"], owner)
+                finally:
+                    self.metrics.operations_since(calls, Counter())
             log.info("registry %s deleted with its %d flow(s)", owner, deleted)
         self.forget(body)
         return deleted
@@ -196,13 +198,13 @@ class Reconciler:
                                  "spec": plain(spec)})
             engine = await self.engine(self.config.store(decl.store))
             writer = _ProgressWriter(self.sink, body, self.config.progress_every_seconds)
-            stats_before = engine.store.stats.calls.copy()
             deep = trigger == "drift" and self.deep.due(_uid(body))
-            try:
-                report = await engine.apply(decl.registry, decl.policy, deep=deep,
-                                            progress=writer.progress, on_plan=writer.planned)
-            finally:
-                self.metrics.operations_since(engine.store.stats, stats_before)
+            with counting() as calls:  # this sync's own (others may run at the same time)
+                try:
+                    report = await engine.apply(decl.registry, decl.policy, deep=deep,
+                                                progress=writer.progress, on_plan=writer.planned)
+                finally:
+                    self.metrics.operations_since(calls, Counter())
             if deep:
                 self.deep.done(_uid(body))
         except FlowregError as exc:

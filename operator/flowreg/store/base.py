@@ -15,8 +15,10 @@ failures are mapped to flowreg's errors here, once.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn, TypeVar
 
@@ -62,6 +64,31 @@ class StoreStats:
     @property
     def total(self) -> int:
         return sum(self.calls.values())
+
+
+_RUNS: ContextVar[tuple[StoreStats, ...]] = ContextVar("flowreg_store_runs", default=())
+"""The ``counting`` blocks the current task is in (a task started inside one inherits it)."""
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[StoreStats]:
+    """Count the store calls made by this task (and tasks it starts) inside the block only.
+
+    ``FlowStore.stats`` counts every call of a store; syncs of several registries running at
+    once on one store each count their own calls here.
+    """
+    stats = StoreStats()
+    token = _RUNS.set((*_RUNS.get(), stats))
+    try:
+        yield stats
+    finally:
+        _RUNS.reset(token)
+
+
+def _counted(name: str, points_read: int = 0, *, into: StoreStats) -> None:
+    for stats in (into, *_RUNS.get()):
+        stats.calls[name] += 1
+        stats.points_read += points_read
 
 
 @dataclass(frozen=True)
@@ -310,9 +337,8 @@ class FlowStore(abc.ABC):
         name = write_call(writes, deletes)
         if name is None:
             return
-        await self._call(name, self._write(writes, deletes))
-        self.stats.points_written += len(writes)
-        self.stats.points_deleted += len(deletes)
+        await self._call(name, self._write(writes, deletes),
+                         points_written=len(writes), points_deleted=len(deletes))
 
     async def delete_owned(self, agent_id: str, owner: str) -> int:
         """Delete every point ``owner`` holds for ``agent_id``; returns how many there were."""
@@ -398,16 +424,20 @@ class FlowStore(abc.ABC):
                 return
             except Exception as exc:
                 self._raise_mapped(exc)
-            self.stats.calls["scroll"] += 1
-            self.stats.points_read += len(page)
+            _counted("scroll", points_read=len(page), into=self.stats)
             yield page
 
-    async def _call(self, name: str, call: Awaitable[T]) -> T:
-        self.stats.calls[name] += 1
+    async def _call(self, name: str, call: Awaitable[T], *, points_written: int = 0,
+                    points_deleted: int = 0) -> T:
+        _counted(name, into=self.stats)
         try:
-            return await call
+            result = await call
         except Exception as exc:
             self._raise_mapped(exc)
+        for stats in (self.stats, *_RUNS.get()):
+            stats.points_written += points_written
+            stats.points_deleted += points_deleted
+        return result
 
     def _raise_mapped(self, exc: Exception) -> NoReturn:
         """Raise the flowreg error a backend failure means, or the failure itself."""
