@@ -195,7 +195,8 @@ async def test_a_drift_check_queued_behind_a_sync_does_not_sync_again():
     rec = Reconciler(parse_config({}), RecordingSink(), Metrics(registry))
     body = body_of(make_flows(50), interval="10s")
     try:
-        assert rec.due(body)  # never checked by this process
+        assert not rec.due(body)  # never synced by this process: its resume handler will
+        assert await rec.check_drift(body) is None
         change = asyncio.create_task(rec.reconcile(body, trigger="resume"))
         await asyncio.sleep(0)  # the resume holds the registry's lock
         assert await rec.check_drift(body) is None

@@ -92,10 +92,15 @@ class Reconciler:
         await self.sink.close()
 
     def due(self, body: Mapping[str, Any]) -> bool:
-        """Whether a drift check (or a retry after a transient failure) is due for ``body``."""
+        """Whether a drift check (or a retry after a transient failure) is due for ``body``.
+
+        Never for a registry this process has not synced yet: its create, update or resume
+        handler will (a timer ticking first, as thousands of them do while those handlers are
+        queued on start-up, would sync it twice).
+        """
         checked = self._checked.get(_uid(body))
         if checked is None:
-            return True
+            return False
         if checked.transient:
             wait = min(2.0 * 2 ** (checked.failures - 1), MAX_BACKOFF)
         else:
