@@ -236,8 +236,13 @@ class FlowStore(abc.ABC):
         Raises ``StoreIncompatible`` if it exists with another vector layout.
         """
         if not await self._call("collection_exists", self._exists()):
-            await self._call("create_collection", self._create(dimension))
-            return True
+            try:
+                await self._call("create_collection", self._create(dimension))
+                return True
+            except Exception:
+                # Another sync (of another registry, or another process) created it first.
+                if not await self._call("collection_exists", self._exists()):
+                    raise
         size = await self._call("get_collection", self._dimension())
         if size != dimension:
             raise StoreIncompatible(
