@@ -182,8 +182,11 @@ def main() -> None:
         if edge:
             ph = {p["phase"]: p["wall"] for p in edge["phases"]}
             ratio = ph["no-op re-apply"] / ph["floor: bare scroll"]
-            print(f"N={n}: edge first apply {ph['first apply']:.3f} s, no-op "
-                  f"{ph['no-op re-apply']:.3f} s ({ratio:.2f}x the bare scroll), "
+            calls = next(p["q_calls"] for p in edge["phases"] if p["phase"] == "no-op re-apply")
+            print(f"N={n}: edge first apply {ph['first apply']:.3f} s "
+                  f"({ph['first apply'] / ph['floor: bare batched upsert']:.2f}x the bare "
+                  f"batched upsert), no-op {ph['no-op re-apply']:.4f} s in {calls} store "
+                  f"calls ({ratio:.2f}x the bare scroll), "
                   "cold open + snapshot "
                   f"{ph['cold open + snapshot (new process)']:.3f} s, peak RSS "
                   f"{edge['rss_mib']:.0f} MiB")
@@ -208,7 +211,9 @@ def main() -> None:
             pairs = zip(runs["no-op re-apply"], runs["floor: bare scroll"], strict=True)
             print(f"N={n}: {len(runs['no-op re-apply'])} runs of no-op / bare scroll (s): "
                   + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in pairs))
-        line = f"N={n}: no-op / bare scroll (medians) = {noop / scroll:.2f}x"
+        calls = next(p["q_calls"] for p in fr["phases"] if p["phase"] == "no-op re-apply")
+        line = (f"N={n}: no-op {noop:.4f} s in {calls} Qdrant calls; no-op / bare scroll "
+                f"(medians) = {noop / scroll:.2f}x")
         line += f"; first apply / bare upsert = {first / upsert:.2f}x"
         lc = results.get(("langchain", n))
         if lc:

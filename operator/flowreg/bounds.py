@@ -75,5 +75,7 @@ EMBEDDER_CONCURRENCY = Bound(1, 256)
 EMBEDDER_MAX_RETRIES = Bound(0, 100)
 PEERING_LIFETIME = Bound(1, 86_400, unit="seconds")
 DRIFT_CHECK_SECONDS = Bound(0.1, 86_400, integer=False, unit="seconds")
+DEEP_CHECK_SECONDS = Bound(1, 30 * 86_400, integer=False, unit="seconds")
+"""How often each registry is read in full (``deepCheckInterval``)."""
 PROGRESS_EVERY_SECONDS = Bound(0.1, 3_600, integer=False, unit="seconds")
 MAX_STATUS_NAMES = Bound(0, 1_000)

@@ -38,6 +38,9 @@ class SyncReport:
     batches: int = 0
     duration_seconds: float = 0.0
     resumed: dict[str, Any] | None = None
+    digest: str = ""
+    """The registry digest: ``matched`` (nothing was read), ``written`` (after a full
+    comparison), ``none`` (not written: conflicts remain); empty for a dry run."""
 
     @property
     def change_count(self) -> int:

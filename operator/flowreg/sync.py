@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import Any
 
-from flowreg.embed.base import CountingEmbedder, Embedder
+from flowreg.embed.base import CountingEmbedder, EmbedCounts, Embedder, counting_embeddings
 from flowreg.embed.factory import make_embedder
 from flowreg.errors import (
     DeletionGuard,
@@ -44,6 +44,8 @@ from flowreg.store import (
     open_store,
     payload_of,
 )
+from flowreg.store.base import PAYLOAD_VERSION, StoreStats, counting
+from flowreg.store.digest import digest_payload, registry_digest, stored_digest
 
 DEFAULT_BATCH_SIZE = 100
 MIN_LOOKAHEAD = 2
@@ -147,12 +149,19 @@ class SyncEngine:
         recorded as failed, with its checkpoint). Conflicts do not raise: they are in the report.
         ``on_plan`` is awaited with the plan once it has passed the guard, before any write.
         """
+        with counting() as run, counting_embeddings() as embeddings:
+            return await self._apply(registry, policy, deep, progress, on_plan, run,
+                                     embeddings)
+
+    async def _apply(self, registry: DeclaredFlows, policy: SyncPolicy | None, deep: bool,
+                     progress: ProgressFn | None,
+                     on_plan: Callable[[Plan], Awaitable[None]] | None, run: StoreStats,
+                     embeddings: EmbedCounts) -> SyncReport:
+        """``apply``, counting this run's store calls in ``run`` and embeddings in
+        ``embeddings`` (syncs of other registries may run at the same time)."""
         policy = policy or SyncPolicy()
         run_id = uuid.uuid4().hex
         started = time.monotonic()
-        calls0, writes0 = self.store.stats.total, self.store.stats.writes
-        written0, deleted0 = self.store.stats.points_written, self.store.stats.points_deleted
-        emb_calls0, emb_texts0 = self.embedder.calls, self.embedder.texts
         report = SyncReport(registry.agent_id, registry.owner, run_id=run_id)
         if self.history is not None:
             interrupted = self.history.start(run_id, registry.owner, registry.agent_id)
@@ -160,13 +169,37 @@ class SyncEngine:
                 report.resumed = {"run_id": interrupted.run_id, "done": interrupted.done,
                                   "total": interrupted.total}
         try:
-            await self.store.ensure_collection(await self.dimension())
-            with _no_gc():
-                plan = await self._plan(registry, policy, deep)
-            guard(plan, registry, policy)
-            if on_plan is not None:
-                await on_plan(plan)
-            report.batches = await self._execute(plan, run_id, progress)
+            dimension = await self.dimension()
+            await self.store.ensure_collection(dimension)
+            want = registry_digest(registry, policy, self.embedder.identity, dimension,
+                                   PAYLOAD_VERSION)
+            held = await self.store.read_digest(registry.agent_id, registry.owner)
+            if not deep and held is not None and stored_digest(held) == want:
+                await self._checkpoint(Checkpoint(run_id, 0, 0), progress)
+                plan: Plan | None = None
+                report.skipped = [f.name for f in registry.flows]
+                kept = held.get("kept")
+                report.kept = [str(n) for n in kept] if isinstance(kept, list) else []
+                report.digest = "matched"
+            else:
+                with _no_gc():
+                    plan = await self._plan(registry, policy, deep)
+                guard(plan, registry, policy)
+                if on_plan is not None:
+                    await on_plan(plan)
+                if held is not None and (not plan.is_noop or plan.conflicts):
+                    # Before the first write: a run cut short leaves no digest behind.
+                    await self.store.clear_digest(registry.agent_id, registry.owner)
+                report.batches = await self._execute(plan, run_id, progress)
+                if plan.conflicts:
+                    report.digest = "none"  # re-planned until the conflict is resolved
+                else:
+                    if held is None or not plan.is_noop or stored_digest(held) != want:
+                        # Last, after the final batch.
+                        await self.store.write_digest(
+                            registry.agent_id, registry.owner,
+                            digest_payload(registry, want, list(plan.kept)), dimension)
+                    report.digest = "written"
         except BaseException as exc:
             if self.history is not None:
                 status = ("refused" if isinstance(exc, DeletionGuard)
@@ -174,14 +207,14 @@ class SyncEngine:
                 message = str(exc) if isinstance(exc, FlowregError) else repr(exc)
                 self.history.finish(run_id, status, error=message)
             raise
-        _report_of(plan, report)
-        stats = self.store.stats
-        report.store_calls = stats.total - calls0
-        report.store_writes = stats.writes - writes0
-        report.points_written = stats.points_written - written0
-        report.points_deleted = stats.points_deleted - deleted0
-        report.embedding_calls = self.embedder.calls - emb_calls0
-        report.embedded_texts = self.embedder.texts - emb_texts0
+        if plan is not None:
+            _report_of(plan, report)
+        report.store_calls = run.total
+        report.store_writes = run.writes
+        report.points_written = run.points_written
+        report.points_deleted = run.points_deleted
+        report.embedding_calls = embeddings.calls
+        report.embedded_texts = embeddings.texts
         report.duration_seconds = round(time.monotonic() - started, 6)
         if self.history is not None:
             self.history.finish(run_id, "succeeded", report=report.to_dict(max_names=50))

@@ -57,7 +57,7 @@ def test_sync_reports_like_the_cli_and_a_second_sync_writes_nothing(tmp_path):
     store = str(tmp_path / "q")
     first = flowreg.sync_registry_blocking(finance_registry(), store=store)
     assert isinstance(first, flowreg.SyncReport)
-    assert len(first.created) == 6 and first.store_writes == 1
+    assert len(first.created) == 6 and first.store_writes == 2  # one batch, then the digest
     assert first.summary().startswith("6 change(s), 0 unchanged (CREATE check_balance")
     again = flowreg.sync_registry_blocking(finance_registry(), store=store)
     assert again.change_count == 0 and again.store_writes == 0 and again.embedded_texts == 0

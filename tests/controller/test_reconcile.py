@@ -162,7 +162,8 @@ async def test_a_drift_check_queued_behind_a_sync_does_not_sync_again():
     rec = Reconciler(parse_config({}), RecordingSink(), Metrics(registry))
     body = body_of(make_flows(50), interval="10s")
     try:
-        assert rec.due(body)  # never checked by this process
+        assert not rec.due(body)  # never synced by this process: its resume handler will
+        assert await rec.check_drift(body) is None
         change = asyncio.create_task(rec.reconcile(body, trigger="resume"))
         await asyncio.sleep(0)  # the resume holds the registry's lock
         assert await rec.check_drift(body) is None
@@ -251,3 +252,59 @@ async def test_an_unexpected_error_is_said_in_status_and_retried(reconciler, mon
     assert "ImportError: libstdc++.so.6" in ready(body)["message"]
     assert "Traceback" in caplog.text  # the whole story is in the operator's log
     assert reconciler._checked["uid-1"].transient  # retried with backoff, not at the interval
+
+
+async def test_interval_re_syncs_trust_the_digest_and_the_deep_check_reads_everything():
+    """A point deleted behind the operator's back survives interval re-syncs (one digest read
+    each) until the registry's deep check is due, which restores it."""
+    from flowreg.flow import point_id
+
+    rec = Reconciler(parse_config({"deepCheckInterval": "1h"}), RecordingSink())
+    body = body_of(make_flows(5), interval="10s")
+    try:
+        await rec.reconcile(body, trigger="change")
+        store = rec.engines["default"].store
+        await store.write([], [point_id("agent_1", "flow_00001")])
+        rec.deep._next["uid-1"] = float("inf")
+        [checked] = rec._checked.values()
+        checked.at -= 10
+        calls = store.stats.total
+        assert (await rec.check_drift(body)).reason == "Synced"
+        assert store.stats.total - calls == 3 and store.stats.calls["read_digest"] == 2
+        assert await store.count() == 4  # unseen: the documented window
+        rec.deep._next["uid-1"] = 0.0  # the deep check is due
+        rec._checked["uid-1"].at -= 10
+        assert (await rec.check_drift(body)).reason == "Synced"
+        assert await store.count() == 5
+        assert rec.sink.events[-1][1] == "DriftRepaired"
+        assert not rec.deep.due("uid-1")  # next one a whole interval away
+    finally:
+        await rec.close()
+
+
+def test_first_deep_checks_after_a_restart_are_spread_over_the_interval():
+    import random
+
+    from flowreg.controller.deepcheck import DeepCheckClock
+
+    now = [1000.0]
+    clock = DeepCheckClock(3600.0, clock=lambda: now[0], rng=random.Random(7))
+    uids = [f"uid-{i}" for i in range(2000)]
+    assert not any(clock.due(u) for u in uids)  # none at once on start-up
+    due_at = sorted(clock._next.values())
+    assert due_at[0] >= 1000.0 and due_at[-1] <= 4600.0
+    # spread: each tenth of the interval holds about a tenth of them
+    tenths = [sum(1 for t in due_at if 1000 + 360 * k <= t < 1000 + 360 * (k + 1))
+              for k in range(10)]
+    assert min(tenths) > 150
+    now[0] = 4600.0
+    assert all(clock.due(u) for u in uids)
+    clock.done(uids[0])
+    assert not clock.due(uids[0])
+
+
+def test_deep_check_interval_is_configured():
+    assert parse_config({}).deep_check_seconds == 3600.0
+    assert parse_config({"deepCheckInterval": "6h"}).deep_check_seconds == 21600.0
+    with pytest.raises(ValueError, match="deepCheckInterval"):
+        parse_config({"deepCheckInterval": "0s"})

@@ -36,3 +36,20 @@ def test_a_registry_over_the_cluster_budget_is_flagged_with_how_to_split_it(writ
 def test_a_registry_within_the_budget_gets_no_warning(write_manifest):
     result = validate(write_manifest(registry_doc(flows(200, 35))))
     assert result.returncode == 0 and "warning" not in result.stderr
+
+
+def test_manifest_bytes_is_the_size_of_the_manifest_as_written():
+    """Counted without copying each flow into a manifest: the same bytes as the manifest."""
+    import orjson
+
+    from flowreg.flow import DeclaredFlows, Flow
+    from flowreg.size import manifest_bytes
+
+    flows = (Flow("a", "does a", ("ex 1", "ex 2"), ("signed in",),
+                  {"version": 1, "steps": [{"id": "s", "handler": "h.s", "next": None}]}),
+             Flow("b", "does b ünïcode"), Flow("c", "", (), ("x",), {"version": 1, "steps": []}))
+    registry = DeclaredFlows("agent", "ns/name", flows)
+    doc = {"apiVersion": "flowreg.dev/v1alpha1", "kind": "FlowRegistry",
+           "metadata": {"name": "name", "namespace": "ns"},
+           "spec": {"agentId": "agent", "flows": [f.to_manifest() for f in flows]}}
+    assert manifest_bytes(registry, "name", "ns") == len(orjson.dumps(doc))

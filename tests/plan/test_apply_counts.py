@@ -58,7 +58,9 @@ async def test_first_apply_is_one_write_and_one_embedding_per_batch(counted):
     report = await engine.apply(registry(1000))
     assert writes(calls) == 10 and calls["upsert"] == 10
     assert engine.embedder.calls == 10 and engine.embedder.texts == 1000
-    assert report.store_writes == 10 and report.points_written == 1000
+    # and, after the last batch, the registry's digest (there was none to clear)
+    assert calls["write_digest"] == 1 and calls["clear_digest"] == 0
+    assert report.store_writes == 11 and report.points_written == 1000
 
 
 async def test_second_apply_of_an_unchanged_registry_writes_and_embeds_nothing(counted):
@@ -68,9 +70,23 @@ async def test_second_apply_of_an_unchanged_registry_writes_and_embeds_nothing(c
     before, emb = calls.copy(), (engine.embedder.calls, engine.embedder.texts)
     report = await engine.apply(registry(1000))
     delta = calls - before
-    assert writes(delta) == 0
-    assert delta["scroll"] == 1  # the whole snapshot in one page
+    assert writes(delta) == 0 and report.store_writes == 0
+    assert delta["scroll"] == 0 and delta["read_digest"] == 1 and report.digest == "matched"
+    assert report.store_calls <= 3
     assert (engine.embedder.calls, engine.embedder.texts) == emb
+    assert len(report.skipped) == 1000 and report.change_count == 0
+
+
+async def test_without_its_digest_an_unchanged_registry_costs_one_paged_scroll(counted):
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(1000))
+    await store.clear_digest("agent", "ns/reg")
+    before = calls.copy()
+    report = await engine.apply(registry(1000))
+    delta = calls - before
+    assert delta["scroll"] == 1  # the whole snapshot in one page
+    assert writes(delta) == 0 and delta["write_digest"] == 1 and report.digest == "written"
     assert len(report.skipped) == 1000 and report.change_count == 0
 
 
@@ -86,8 +102,10 @@ async def test_a_registry_reads_its_own_points_and_others_only_under_its_names(s
     assert report.change_count == 0 and report.store_writes == 0
     assert [c["flow"] for c in report.conflicts] == ["flow_00000"]
     # Its 5 points and the one of ns/big under a declared name; a backend that cannot filter
-    # reads the whole agent.
-    assert store.stats.points_read - read == (6 if store.scroll_filters_by_agent else 305)
+    # reads the whole collection (ns/big's digest included).
+    # (a conflict leaves no digest: the registry is compared in full until it is resolved)
+    assert report.digest == "none"
+    assert store.stats.points_read - read == (6 if store.scroll_filters_by_agent else 306)
     assert len(await store.snapshot("agent")) == 305
 
 
@@ -99,6 +117,7 @@ async def test_changing_one_flow_of_a_thousand_embeds_exactly_one_text(counted):
     report = await engine.apply(replace_flow(registry(1000), 500, description="new words"))
     assert engine.embedder.texts - texts == 1 and report.embedding_calls == 1
     assert writes(calls - before) == 1 and report.updated == ["flow_00500"]
+    assert (calls - before)["clear_digest"] == 1 and (calls - before)["write_digest"] == 1
 
 
 async def test_a_blueprint_only_change_rewrites_the_payload_and_keeps_the_vector(counted):
@@ -112,6 +131,7 @@ async def test_a_blueprint_only_change_rewrites_the_payload_and_keeps_the_vector
     report = await engine.apply(replace_flow(registry(10), 3, blueprint=new_blueprint))
     assert report.updated == ["flow_00003"] and report.embedded_texts == 0
     assert writes(calls - before) == 1 and (calls - before)["retrieve"] == 0
+    assert (calls - before)["read_digest"] == 1
     new_vector, new_payload = await vector_and_payload(store, pid)
     assert new_vector == pytest.approx(old_vector) and new_payload["blueprint"] == new_blueprint
 
@@ -187,3 +207,19 @@ async def test_deep_check_moves_a_point_written_off_its_id_without_embedding(cou
     assert deep.embedded_texts == 0 and deep.duplicates_removed == ["flow_00001"]
     ids = {p.id for p in await store.snapshot("agent")}
     assert pid in ids and stray not in ids and len(ids) == 3
+
+
+async def test_syncs_running_at_once_on_one_engine_each_report_their_own_work(counted):
+    """As the operator runs them: many registries at once, one store, one embedder."""
+    import asyncio
+
+    store, calls = counted
+    engine = SyncEngine(store, HashingEmbedder(), batch_size=10)
+    a, b = registry(95, owner="ns/a"), DeclaredFlows("agent_b", "ns/b", registry(45).flows)
+    first, second = await asyncio.gather(engine.apply(a), engine.apply(b))
+    assert first.embedded_texts == 95 and first.embedding_calls == 10
+    assert second.embedded_texts == 45 and second.embedding_calls == 5
+    assert first.store_writes == 11 and second.store_writes == 6  # batches, then the digest
+    assert first.points_written == 95 and second.points_written == 45
+    assert first.store_calls + second.store_calls == sum(calls.values())
+    assert engine.embedder.texts == 140

@@ -112,5 +112,6 @@ async def test_search_finds_the_flow_a_query_means_within_one_agent(store):
 async def test_each_batch_is_one_counted_write_call_on_every_backend(store):
     engine = SyncEngine(store, HashingEmbedder(), batch_size=10)
     await engine.apply(registry(25))
-    assert store.stats.writes == 3 and store.stats.calls["upsert"] == 3
+    assert store.stats.calls["upsert"] == 3
+    assert store.stats.writes == 4 and store.stats.calls["write_digest"] == 1
     assert store.stats.points_written == 25

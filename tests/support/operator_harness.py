@@ -47,7 +47,9 @@ def write_config(path: Path, location: str = ":memory:", *, batch_size: int = 10
     """An operator configuration with one store called ``default``."""
     config = {"stores": {"default": {"location": location, "batchSize": batch_size}},
               "progressEverySeconds": 0.5,
-              "driftCheckSeconds": float(DRIFT_SECONDS), **extra}
+              "driftCheckSeconds": float(DRIFT_SECONDS),
+              "deepCheckInterval": "1s",  # every re-sync reads everything (drift tests)
+              **extra}
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 

@@ -67,4 +67,5 @@ stores:
       {{- end }}
 {{- end }}
 driftCheckSeconds: {{ .Values.driftCheckSeconds }}
+deepCheckInterval: {{ .Values.deepCheckInterval | quote }}
 {{- end -}}

@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         output(p)
         store(p)
         p.add_argument("--deep", action="store_true",
-                       help="also compare stored content and point ids, not only checksums "
-                            "(finds tampering)")
+                       help="ignore the registry digest and compare stored content and point "
+                            "ids, not only checksums (finds tampering)")
         p.add_argument("--no-prune", action="store_true",
                        help="keep undeclared flows instead of deleting them")
         p.add_argument("--max-deletions", type=bounded(bounds.MAX_DELETIONS), default=None,

@@ -11,6 +11,7 @@ API key. Tenants never supply URLs or keys. Example::
         apiKeyEnv: QDRANT_API_KEY                 # filled from a Secret by the Helm chart
         embedder: {kind: hashing, dimension: 384}
     driftCheckSeconds: 10                         # how often intervals are checked
+    deepCheckInterval: 1h                         # how often each registry is read in full
 
 Every number has a range (``flowreg.bounds``, the same as the CLI's flags) and every location
 is parsed (``flowreg.location``); a bad value is a ``ConfigError`` naming the setting. The file
@@ -67,6 +68,8 @@ class OperatorConfig:
     drift_check_seconds: float = 10.0
     max_status_names: int = 20
     progress_every_seconds: float = 2.0
+    deep_check_seconds: float = 3600.0
+    """How often each registry is deep-checked (every point read; see controller.deepcheck)."""
 
     def store(self, name: str) -> StoreConfig:
         """The store called ``name``; ``InvalidSpec`` if the administrator configured none."""
@@ -143,6 +146,13 @@ def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> 
             page_size=_number(raw, "pageSize", bounds.PAGE_SIZE, None, where),
             timeout=float(_number(raw, "timeout", bounds.STORE_TIMEOUT, 30.0, where)),
         )
+    deep = data.get("deepCheckInterval", "1h")
+    try:
+        deep_seconds = bounds.DEEP_CHECK_SECONDS.check(
+            "deepCheckInterval", parse_duration(deep) if isinstance(deep, str) else deep)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"deepCheckInterval: {exc}" if "deepCheckInterval" not in str(exc)
+                          else str(exc)) from None
     return OperatorConfig(
         stores=stores,
         drift_check_seconds=float(_number(data, "driftCheckSeconds",
@@ -150,6 +160,7 @@ def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> 
         max_status_names=_number(data, "maxStatusNames", bounds.MAX_STATUS_NAMES, 20, ""),
         progress_every_seconds=float(_number(data, "progressEverySeconds",
                                              bounds.PROGRESS_EVERY_SECONDS, 2.0, "")),
+        deep_check_seconds=deep_seconds,
     )
 
 

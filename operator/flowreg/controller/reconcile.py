@@ -1,10 +1,11 @@
 """The reconcile loop's body, free of kopf: read a FlowRegistry, sync it, say so in its status.
 
 ``Reconciler.reconcile`` is level-triggered: whatever woke it (a change, an operator restart, a
-drift-check tick), it plans against Qdrant, applies, and writes the status and Events through a
-``Sink``. It never raises for a failure of the registry or a backend: the failure becomes the
-status (``Ready=False`` with a reason) and, for transient failures, a retry with backoff at a
-later tick (``due``). Syncs of one registry never overlap.
+drift-check tick), it syncs (an unchanged registry is recognised by its digest, one read; a deep
+check, due every ``deepCheckInterval``, reads every point), and writes the status and Events
+through a ``Sink``. It never raises for a failure of the registry or a backend: the failure
+becomes the status (``Ready=False`` with a reason) and, for transient failures, a retry with
+backoff at a later tick (``due``). Syncs of one registry never overlap.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from flowreg.controller import selection
 from flowreg.controller.config import OperatorConfig, StoreConfig
+from flowreg.controller.deepcheck import DeepCheckClock
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.resource import FlowRegistry, uid_of
 from flowreg.controller.status import (
@@ -37,6 +40,7 @@ from flowreg.errors import FlowregError, InvalidSpec
 from flowreg.history import Checkpoint
 from flowreg.plan import Plan
 from flowreg.report import SyncReport
+from flowreg.store.base import counting
 from flowreg.sync import EngineConfig, SyncEngine
 
 log = logging.getLogger("flowreg.controller")
@@ -87,6 +91,7 @@ class Reconciler:
         """Per registry, the status as this reconciler last left it (under the lock)."""
         self.selection = selection.SelectionCheck()
         self._findings: dict[str, selection.Findings | None] = {}
+        self.deep = DeepCheckClock(config.deep_check_seconds)
 
     async def engine(self, store: StoreConfig) -> SyncEngine:
         """The engine of a configured store, opened on first use (and retried until it opens)."""
@@ -110,13 +115,18 @@ class Reconciler:
             await self.sink.close()
 
     def due(self, body: Mapping[str, Any]) -> bool:
-        """Whether a drift check (or a retry after a transient failure) is due for ``body``."""
+        """Whether a drift check (or a retry after a transient failure) is due for ``body``.
+
+        Never for a registry this process has not synced yet: its create, update or resume
+        handler will (a timer ticking first, as thousands of them do while those handlers are
+        queued on start-up, would sync it twice).
+        """
         return self._due(FlowRegistry.of(body))
 
     def _due(self, registry: FlowRegistry) -> bool:
         checked = self._checked.get(registry.uid)
         if checked is None:
-            return True
+            return False
         if checked.transient:
             wait = min(2.0 * 2 ** (checked.failures - 1), MAX_BACKOFF)
         else:
@@ -131,9 +141,11 @@ class Reconciler:
         self._written.pop(uid, None)
         self.selection.forget(uid)
         self._findings.pop(uid, None)
+        self.deep.forget(uid)
 
     async def check_drift(self, body: Mapping[str, Any]) -> Outcome | None:
-        """Reconcile ``body`` with a deep check if one is ``due``; ``None`` if not.
+        """Re-sync ``body`` if its interval is ``due`` (deep if its deep check is due too);
+        ``None`` if not.
 
         Judged once the registry's lock is held: a sync that was running meanwhile (as on
         start-up, when every registry is resumed) makes the check not due, so the registry is
@@ -195,11 +207,11 @@ class Reconciler:
                 log.info("registry %s deleted; its flows are orphaned", owner)
                 return 0
             engine = await self.engine(self.config.store(registry.store))
-            before = engine.store.stats.calls.copy()
-            try:
-                deleted = await engine.delete_registry(registry.agent_id, owner)
-            finally:
-                self.metrics.operations_since(engine.store.stats, before)
+            with counting() as calls:
+                try:
+                    deleted = await engine.delete_registry(registry.agent_id, owner)
+                finally:
+                    self.metrics.operations_since(calls, Counter())
             log.info("registry %s deleted with its %d flow(s)", owner, deleted)
         self.forget(body)
         return deleted
@@ -212,15 +224,17 @@ class Reconciler:
             decl = registry.declaration()
             engine = await self.engine(self.config.store(decl.store))
             writer = _ProgressWriter(self.sink, registry, self.config.progress_every_seconds)
-            stats_before = engine.store.stats.calls.copy()
-            try:
-                report = await engine.apply(decl.registry, decl.policy,
-                                            deep=trigger == "drift",
-                                            progress=writer.progress, on_plan=writer.planned)
-                self._findings[registry.uid] = await self.selection.check(
-                    registry.uid, selection.mode_of(registry.spec), engine, decl.registry)
-            finally:
-                self.metrics.operations_since(engine.store.stats, stats_before)
+            deep = trigger == "drift" and self.deep.due(registry.uid)
+            with counting() as calls:  # this sync's own (others may run at the same time)
+                try:
+                    report = await engine.apply(decl.registry, decl.policy, deep=deep,
+                                                progress=writer.progress, on_plan=writer.planned)
+                    self._findings[registry.uid] = await self.selection.check(
+                        registry.uid, selection.mode_of(registry.spec), engine, decl.registry)
+                finally:
+                    self.metrics.operations_since(calls, Counter())
+            if deep:
+                self.deep.done(registry.uid)
         except FlowregError as exc:
             transient = not exc.permanent
             message = str(exc) if not isinstance(exc, InvalidSpec) else "; ".join(

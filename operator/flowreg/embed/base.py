@@ -2,8 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+
+@dataclass
+class EmbedCounts:
+    """Embedding calls and texts."""
+
+    calls: int = 0
+    texts: int = 0
+
+
+_RUNS: ContextVar[tuple[EmbedCounts, ...]] = ContextVar("flowreg_embed_runs", default=())
+
+
+@contextlib.contextmanager
+def counting_embeddings() -> Iterator[EmbedCounts]:
+    """Count the embeddings made by this task (and tasks it starts) inside the block only: syncs
+    running at once on one ``CountingEmbedder`` each count their own."""
+    counts = EmbedCounts()
+    token = _RUNS.set((*_RUNS.get(), counts))
+    try:
+        yield counts
+    finally:
+        _RUNS.reset(token)
 
 
 @runtime_checkable
@@ -64,6 +90,9 @@ class CountingEmbedder:
             return []
         self.calls += 1
         self.texts += len(texts)
+        for run in _RUNS.get():
+            run.calls += 1
+            run.texts += len(texts)
         return await self.inner.embed(texts)
 
     async def aclose(self) -> None:

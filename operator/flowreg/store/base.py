@@ -15,13 +15,16 @@ failures are mapped to flowreg's errors here, once.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn, TypeVar
 
 from flowreg.errors import FlowregError, StoreIncompatible
 from flowreg.flow import Entry, Flow, Snapshot, StoredPoint
+from flowreg.store.digest import digest_point_id, digest_vector
 
 DEFAULT_COLLECTION = "flowreg_flows"
 DEFAULT_LOCATION = ".flowreg/qdrant"
@@ -29,7 +32,8 @@ PAYLOAD_VERSION = 1
 INDEXED_FIELDS = ("agent_id", "owner", "name")
 SNAPSHOT_FIELDS = ["agent_id", "name", "owner", "checksum", "text_checksum", "embedder"]
 CONTENT_FIELDS = ["description", "examples", "conditions", "blueprint"]
-WRITE_CALLS = ("batch_update_points", "upsert", "delete", "overwrite_payload")
+WRITE_CALLS = ("batch_update_points", "upsert", "delete", "overwrite_payload", "write_digest",
+               "clear_digest")
 
 T = TypeVar("T")
 Page = list[tuple[str, dict[str, Any]]]
@@ -41,7 +45,9 @@ class StoreStats:
     """Calls made to the store's backend, by operation, and points read, written and deleted.
 
     Write operations are ``upsert`` (points with vectors only), ``delete`` (deletions only) and
-    ``batch_update_points`` (anything mixed, or payload rewrites): one per batch on every backend.
+    ``batch_update_points`` (anything mixed, or payload rewrites): one per batch on every backend;
+    and ``write_digest`` / ``clear_digest`` (the registry digest: one each per changing sync).
+    ``read_digest`` is the one read of a sync whose registry is unchanged.
     """
 
     calls: Counter[str] = field(default_factory=Counter)
@@ -58,6 +64,31 @@ class StoreStats:
     @property
     def total(self) -> int:
         return sum(self.calls.values())
+
+
+_RUNS: ContextVar[tuple[StoreStats, ...]] = ContextVar("flowreg_store_runs", default=())
+"""The ``counting`` blocks the current task is in (a task started inside one inherits it)."""
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[StoreStats]:
+    """Count the store calls made by this task (and tasks it starts) inside the block only.
+
+    ``FlowStore.stats`` counts every call of a store; syncs of several registries running at
+    once on one store each count their own calls here.
+    """
+    stats = StoreStats()
+    token = _RUNS.set((*_RUNS.get(), stats))
+    try:
+        yield stats
+    finally:
+        _RUNS.reset(token)
+
+
+def _counted(name: str, points_read: int = 0, *, into: StoreStats) -> None:
+    for stats in (into, *_RUNS.get()):
+        stats.calls[name] += 1
+        stats.points_read += points_read
 
 
 @dataclass(frozen=True)
@@ -79,6 +110,8 @@ class Scope:
     owner: str | None = None
     others: bool = False
     names: tuple[str, ...] | None = None
+    flows_only: bool = False
+    """Only flow points (payload ``flowreg`` is ``PAYLOAD_VERSION``): no registry digests."""
 
 
 @dataclass(frozen=True)
@@ -203,8 +236,13 @@ class FlowStore(abc.ABC):
         Raises ``StoreIncompatible`` if it exists with another vector layout.
         """
         if not await self._call("collection_exists", self._exists()):
-            await self._call("create_collection", self._create(dimension))
-            return True
+            try:
+                await self._call("create_collection", self._create(dimension))
+                return True
+            except Exception:
+                # Another sync (of another registry, or another process) created it first.
+                if not await self._call("collection_exists", self._exists()):
+                    raise
         size = await self._call("get_collection", self._dimension())
         if size != dimension:
             raise StoreIncompatible(
@@ -304,24 +342,45 @@ class FlowStore(abc.ABC):
         name = write_call(writes, deletes)
         if name is None:
             return
-        await self._call(name, self._write(writes, deletes))
-        self.stats.points_written += len(writes)
-        self.stats.points_deleted += len(deletes)
+        await self._call(name, self._write(writes, deletes),
+                         points_written=len(writes), points_deleted=len(deletes))
 
     async def delete_owned(self, agent_id: str, owner: str) -> int:
         """Delete every point ``owner`` holds for ``agent_id``; returns how many there were."""
         if not await self.collection_exists():
             return 0
         ids = [p.id for p in await self.snapshot(agent_id, owner=owner) if p.owner == owner]
-        for chunk in chunks(ids, self.page_size):
+        # The registry's digest goes first: a deletion cut short must not leave it claiming
+        # the registry is in the store (a registry re-created under the same name would trust it).
+        for chunk in chunks([digest_point_id(agent_id, owner), *ids], self.page_size):
             await self.write([], chunk)
         return len(ids)
 
     async def count(self) -> int:
-        """Points in the collection (all agents)."""
+        """Flow points in the collection (all agents; registry digests are not flows)."""
         if not await self.collection_exists():
             return 0
-        return int(await self._call("count", self._count(None)))
+        return int(await self._call("count", self._count(Scope(None, flows_only=True))))
+
+    async def read_digest(self, agent_id: str, owner: str) -> dict[str, Any] | None:
+        """The payload of ``owner``'s registry digest for ``agent_id`` (None: none stored).
+
+        One counted ``retrieve``; the collection must exist (``ensure_collection``).
+        """
+        records = await self._call("read_digest", self._retrieve(
+            [digest_point_id(agent_id, owner)], payload=True, vectors=False))
+        return records[0][1] if records else None
+
+    async def write_digest(self, agent_id: str, owner: str, payload: dict[str, Any],
+                           dimension: int) -> None:
+        """Store ``owner``'s registry digest for ``agent_id`` (one counted write)."""
+        await self._call("write_digest", self._write(
+            [PointWrite(digest_point_id(agent_id, owner), payload, digest_vector(dimension))],
+            []))
+
+    async def clear_digest(self, agent_id: str, owner: str) -> None:
+        """Delete ``owner``'s registry digest for ``agent_id`` (one counted write)."""
+        await self._call("clear_digest", self._write([], [digest_point_id(agent_id, owner)]))
 
     async def search(self, agent_id: str, vector: Sequence[float],
                      limit: int = 5) -> list[ScoredFlow]:
@@ -370,16 +429,20 @@ class FlowStore(abc.ABC):
                 return
             except Exception as exc:
                 self._raise_mapped(exc)
-            self.stats.calls["scroll"] += 1
-            self.stats.points_read += len(page)
+            _counted("scroll", points_read=len(page), into=self.stats)
             yield page
 
-    async def _call(self, name: str, call: Awaitable[T]) -> T:
-        self.stats.calls[name] += 1
+    async def _call(self, name: str, call: Awaitable[T], *, points_written: int = 0,
+                    points_deleted: int = 0) -> T:
+        _counted(name, into=self.stats)
         try:
-            return await call
+            result = await call
         except Exception as exc:
             self._raise_mapped(exc)
+        for stats in (self.stats, *_RUNS.get()):
+            stats.points_written += points_written
+            stats.points_deleted += points_deleted
+        return result
 
     def _raise_mapped(self, exc: Exception) -> NoReturn:
         """Raise the flowreg error a backend failure means, or the failure itself."""

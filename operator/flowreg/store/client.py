@@ -18,6 +18,7 @@ from qdrant_client import AsyncQdrantClient, models
 from flowreg.errors import FlowregError, StoreIncompatible, StoreUnavailable
 from flowreg.store.base import (
     INDEXED_FIELDS,
+    PAYLOAD_VERSION,
     FlowStore,
     Page,
     PointWrite,
@@ -173,6 +174,9 @@ def _filter(scope: Scope) -> models.Filter | None:
         (must_not if scope.others else must).append(owned)
     if scope.names is not None:
         must.append(models.FieldCondition(key="name", match=models.MatchAny(any=list(scope.names))))
+    if scope.flows_only:
+        must.append(models.FieldCondition(key="flowreg",
+                                          match=models.MatchValue(value=PAYLOAD_VERSION)))
     if not must and not must_not:
         return None
     return models.Filter(must=must or None, must_not=must_not or None)

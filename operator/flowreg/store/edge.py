@@ -9,9 +9,14 @@ Each Edge update is atomic under a kill, and a batch is at most three of them (o
 new points and rewritten payloads, one deletion), so a killed apply leaves whole points only.
 
 Edge calls are synchronous and fast (microseconds to milliseconds); they run on the event
-loop's thread. Handing a payload to Edge costs a few microseconds per JSON value, so the
-structured content fields (``examples``, ``conditions``, ``blueprint``) are stored as JSON text
-and decoded on read: every caller above the seam sees the same payloads as on other backends.
+loop's thread. Handing a payload to Edge costs about five microseconds per top-level key,
+whatever its value, so a flow's payload is stored as six keys: the three the store filters on
+(``agent_id``, ``owner``, ``name``), the payload version ``flowreg``, and two JSON texts,
+``flowreg_meta`` (the checksums and the embedder: what a snapshot reads) and
+``flowreg_content`` (description, examples, conditions, blueprint). They are decoded on read:
+every caller above the seam sees the same payloads as on other backends. Points written by
+earlier releases (every field a key of its own, ``examples``, ``conditions`` and ``blueprint``
+as JSON text) read the same.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import orjson
 from flowreg.errors import FlowregError, StoreIncompatible, StoreUnavailable
 from flowreg.store.base import (
     INDEXED_FIELDS,
+    PAYLOAD_VERSION,
     FlowStore,
     Page,
     PointWrite,
@@ -49,26 +55,51 @@ from flowreg.store.space import (
 EDGE_PAGE_SIZE = 5_000
 CONFIG_FILE = "edge_config.json"
 PACKED_FIELDS = ("examples", "conditions", "blueprint")
-"""Payload fields stored as JSON text (never filtered on; read back decoded)."""
+"""Payload fields earlier releases stored as JSON text each (read back decoded)."""
+GROUPS = {"flowreg_meta": ("checksum", "text_checksum", "embedder"),
+          "flowreg_content": ("description", "examples", "conditions", "blueprint")}
+"""Keys holding several payload fields as one JSON object (never filtered on)."""
+GROUP_OF = {key: group for group, keys in GROUPS.items() for key in keys}
 
 
 def pack(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """``payload`` as stored in Edge: structured content fields as JSON text."""
+    """``payload`` as stored in Edge: the fields of each of ``GROUPS`` as one JSON text."""
     out = dict(payload)
-    for key in PACKED_FIELDS:
-        if key in out:
-            out[key] = orjson.dumps(out[key]).decode()
+    for group, keys in GROUPS.items():
+        if group in out:
+            raise ValueError(f"payload key {group!r} is reserved in an Edge store")
+        fields = {key: out.pop(key) for key in keys if key in out}
+        if fields:
+            out[group] = orjson.dumps(fields).decode()
     return out
 
 
 def unpack(payload: dict[str, Any]) -> dict[str, Any]:
-    """A stored payload as written (the inverse of ``pack``); other text is left as it is."""
-    for key in PACKED_FIELDS:
-        value = payload.get(key)
-        if isinstance(value, str):
-            with contextlib.suppress(orjson.JSONDecodeError):
-                payload[key] = orjson.loads(value)
+    """A stored payload as written (the inverse of ``pack``, and of earlier releases' packing:
+    other text is left as it is)."""
+    grouped = False
+    for group in GROUPS:
+        value = payload.pop(group, None)
+        if value is None:
+            continue
+        grouped = True
+        fields = orjson.loads(value) if isinstance(value, str) else None
+        if isinstance(fields, dict):
+            payload.update(fields)
+        else:  # not ours after all
+            payload[group] = value
+    if not grouped:
+        for key in PACKED_FIELDS:
+            value = payload.get(key)
+            if isinstance(value, str):
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    payload[key] = orjson.loads(value)
     return payload
+
+
+def stored_fields(fields: list[str]) -> list[str]:
+    """The stored keys holding ``fields``, in either layout."""
+    return [*fields, *{GROUP_OF[f] for f in fields if f in GROUP_OF}]
 
 
 def shard_config(q: Any, dimension: int) -> Any:
@@ -157,15 +188,13 @@ class EdgeStore(FlowStore):
     async def _scroll(self, scope: Scope, fields: list[str]) -> AsyncIterator[Page]:
         q = self._q
         where = self._filter(scope)
+        stored = stored_fields(fields)
         offset: Any = None
         while True:
             records, offset = self._shard.scroll(q.ScrollRequest(
-                offset=offset, limit=self.page_size, filter=where, with_payload=fields,
+                offset=offset, limit=self.page_size, filter=where, with_payload=stored,
                 with_vector=False))
-            if any(key in fields for key in PACKED_FIELDS):
-                yield [(str(r.id), unpack(r.payload or {})) for r in records]
-            else:
-                yield [(str(r.id), r.payload or {}) for r in records]
+            yield [(str(r.id), unpack(r.payload or {})) for r in records]
             if offset is None:
                 return
 
@@ -219,6 +248,8 @@ class EdgeStore(FlowStore):
             (must_not if scope.others else must).append(owned)
         if scope.names is not None:
             must.append(q.FieldCondition(key="name", match=q.MatchAny(list(scope.names))))
+        if scope.flows_only:
+            must.append(q.FieldCondition(key="flowreg", match=q.MatchValue(PAYLOAD_VERSION)))
         if not must and not must_not:
             return None
         return q.Filter(must=must or None, must_not=must_not or None)

@@ -1,0 +1,349 @@
+"""Benchmark: one operator over a fleet of FlowRegistries, on a real control plane.
+
+    python -m bench.bench_fleet --registries 2000 --flows 20 --store server
+    python -m bench.bench_fleet --registries 200 --store edge --steady-seconds 30   # smaller
+
+Starts etcd + kube-apiserver (the binaries ``hack/testbin.sh`` builds), a Qdrant server (the
+binary ``hack/qdrant.sh`` builds; ``--store edge``: an embedded store in a directory instead),
+and ``flowreg run`` as a child process with the admin kubeconfig. Then three phases:
+
+1. **Fleet**: ``--registries`` FlowRegistries of ``--flows`` flows each, one agent per
+   registry, created at once by ``--clients`` threads. Measured: seconds from the last object
+   accepted until every one is Ready at its generation; the operator's peak RSS (VmHWM);
+   apiserver requests per registry by verb and resource, the benchmark's own creates and lists
+   subtracted (apiserver ``apiserver_request_total``); Qdrant calls by operation and embedded
+   texts (the operator's ``flowreg_store_operations_total``, ``flowreg_embedded_texts_total``).
+2. **Steady state**: the registries are created with ``spec.interval`` = ``--interval`` (default
+   ``1h``), so during ``--steady-seconds`` no re-sync is due and the operator only runs its
+   drift-check timers (every ``--drift-check`` seconds per registry). Measured: operator CPU
+   (utime + stime), Qdrant calls, status patches.
+3. **Restart**: the operator is stopped (SIGTERM) and started again over the existing fleet.
+   Every registry is resumed (one re-sync each). Measured: seconds until the operator's syncs
+   counter reaches the fleet size, CPU, Qdrant calls per registry, embedded texts (expected 0),
+   status patches (expected 0: nothing changed), and the spread of the resumes over time.
+
+The steady cost at a 10-minute interval is extrapolated as printed: timer CPU per second
+(phase 2) plus, every 600 s, one re-sync of every registry at the CPU and Qdrant calls per
+re-sync measured in phase 3 (a resume is the same digest comparison an interval re-sync is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+GROUP, VERSION, PLURAL = "flowreg.dev", "v1alpha1", "flowregistries"
+NAMESPACE = "fleet"
+_SAMPLE = re.compile(r'^(\w+)\{([^}]*)\}\s+([0-9.eE+-]+)$')
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def samples(text: str, metric: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples of ``metric`` in a Prometheus text exposition, keyed by their labels."""
+    out: dict[tuple[tuple[str, str], ...], float] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and match.group(1) == metric:
+            labels = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', match.group(2))))
+            out[labels] = out.get(labels, 0.0) + float(match.group(3))
+    return out
+
+
+def plain_metric(text: str, metric: str) -> float:
+    """A metric without labels (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(metric + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+class Operator:
+    """``flowreg run`` as a child process."""
+
+    def __init__(self, kubeconfig: Path, config: Path, drift_check: float, log: Path) -> None:
+        self.metrics_port, self.liveness_port = free_port(), free_port()
+        self.args = [sys.executable, "-m", "flowreg.cli.main", "run", "--config", str(config),
+                     "-A", "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+                     "--metrics-port", str(self.metrics_port), "--log-format", "json"]
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+                    "FLOWREG_DRIFT_CHECK_SECONDS": str(drift_check)}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                self.metrics()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError("the operator did not serve metrics in 120 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def peak_rss_mib(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def counters(self) -> tuple[Counter[str], float, float]:
+        """(Qdrant calls by operation, embedded texts, syncs) so far."""
+        text = self.metrics()
+        ops: Counter[str] = Counter()
+        for labels, value in samples(text, "flowreg_store_operations_total").items():
+            ops[dict(labels)["operation"]] += int(value)
+        syncs = sum(samples(text, "flowreg_syncs_total").values())
+        return ops, plain_metric(text, "flowreg_embedded_texts_total"), syncs
+
+
+def apiserver_requests(kubectl: Path, kubeconfig: Path) -> Counter[str]:
+    """apiserver_request_total by ``VERB resource[/subresource]``."""
+    text = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "get", "--raw",
+                           "/metrics"], capture_output=True, text=True, check=True).stdout
+    out: Counter[str] = Counter()
+    for labels, value in samples(text, "apiserver_request_total").items():
+        d = dict(labels)
+        key = f"{d.get('verb')} {d.get('resource')}" + (
+            f"/{d['subresource']}" if d.get("subresource") else "")
+        out[key] += int(value)
+    return out
+
+
+def registry(i: int, flows: int, interval: str) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FlowRegistry",
+            "metadata": {"name": f"reg-{i:05d}", "namespace": NAMESPACE},
+            "spec": {"agentId": f"agent_{i:05d}", "interval": interval, "flows": [
+                {"name": f"flow_{j:03d}",
+                 "description": f"Handle request kind {j} for registry {i}",
+                 "examples": [f"please do thing {j}", f"I want {j} done"],
+                 "conditions": ["user is authenticated"]} for j in range(flows)]}}
+
+
+def all_ready(api: Any) -> tuple[int, int]:
+    """(registries Ready at their generation, registries) in the namespace."""
+    from kubernetes import client
+
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+    ready = 0
+    for obj in items:
+        status = obj.get("status") or {}
+        if status.get("observedGeneration") == obj["metadata"]["generation"] and any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or []):
+            ready += 1
+    return ready, len(items)
+
+
+def delta(after: Counter[str], before: Counter[str]) -> Counter[str]:
+    return Counter({k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registries", type=int, default=2000)
+    parser.add_argument("--flows", type=int, default=20)
+    parser.add_argument("--store", choices=("server", "edge"), default="server")
+    parser.add_argument("--clients", type=int, default=16, help="threads creating objects")
+    parser.add_argument("--interval", default="1h", help="spec.interval of every registry")
+    parser.add_argument("--drift-check", type=float, default=10.0,
+                        help="the operator's driftCheckSeconds (timer period per registry)")
+    parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    args = parser.parse_args()
+
+    from kubernetes import client, config
+
+    sys.path.insert(0, str(REPO))
+    from tests.support.controlplane import ControlPlane, apply_file, find_testbin
+
+    work = Path(tempfile.mkdtemp(prefix="flowreg-fleet-"))
+    plane = ControlPlane(find_testbin()).start()
+    qdrant = None
+    operator: Operator | None = None
+    try:
+        if args.store == "server":
+            from tests.support.qdrant_server import QdrantServer, server_binary
+
+            binary = server_binary()
+            if binary is None:
+                raise SystemExit("no Qdrant server binary: run `bash hack/qdrant.sh`")
+            qdrant = QdrantServer(binary).start()
+            location = qdrant.endpoint.url
+            os.environ["QDRANT_API_KEY"] = qdrant.api_key
+            store = {"location": location, "apiKeyEnv": "QDRANT_API_KEY"}
+        else:
+            store = {"location": str(work / "store")}
+        cfg = work / "operator.yaml"
+        cfg.write_text(json.dumps({"stores": {"default": store},
+                                   "driftCheckSeconds": args.drift_check}), encoding="utf-8")
+        api = config.new_client_from_config(str(plane.kubeconfig))
+        apply_file(api, REPO / "crds" / "flowregistry.yaml")
+        client.CoreV1Api(api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        operator = Operator(plane.kubeconfig, cfg, args.drift_check, work / "operator.log")
+        operator.start()
+        print(f"# fleet benchmark: {args.registries} registries x {args.flows} flows, "
+              f"store={args.store}, interval={args.interval}, driftCheckSeconds="
+              f"{args.drift_check}, cpus={os.cpu_count()}, load "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+
+        # --- phase 1: the fleet, created at once -----------------------------------------
+        bodies = [registry(i, args.flows, args.interval) for i in range(args.registries)]
+        req0, (ops0, texts0, _) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
+            operator.counters()
+        cpu0 = operator.cpu_seconds()
+        lock = threading.Lock()
+        last_accepted = [0.0]
+        objects = client.CustomObjectsApi(api)
+
+        def create(body: dict[str, Any]) -> None:
+            objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+            with lock:
+                last_accepted[0] = max(last_accepted[0], time.monotonic())
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(create, bodies))
+        created_in = last_accepted[0] - started
+        lists = 0
+        deadline = time.monotonic() + args.timeout
+        ready = 0
+        while time.monotonic() < deadline:
+            ready, total = all_ready(api)
+            lists += 1
+            if ready == total == args.registries:
+                break
+            time.sleep(0.5)
+        all_ready_at = time.monotonic()
+        if ready != args.registries:
+            raise SystemExit(f"only {ready} of {args.registries} Ready in {args.timeout} s")
+        time.sleep(2)  # the last status patches and events land
+        req1, (ops1, texts1, syncs1) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
+            operator.counters()
+        requests = delta(req1, req0)
+        requests["POST flowregistries"] -= args.registries  # ours
+        requests["LIST flowregistries"] -= lists  # ours
+        requests = Counter({k: v for k, v in requests.items() if v > 0})
+        ops = delta(ops1, ops0)
+        n = args.registries
+        print(f"fleet: {n} objects accepted in {created_in:.1f} s; all Ready "
+              f"{all_ready_at - last_accepted[0]:.1f} s after the last was accepted")
+        print(f"fleet: operator peak RSS {operator.peak_rss_mib():.0f} MiB, CPU "
+              f"{operator.cpu_seconds() - cpu0:.1f} s, embedded texts {texts1 - texts0:.0f}, "
+              f"syncs {syncs1:.0f}")
+        print(f"fleet: apiserver requests per registry {sum(requests.values()) / n:.2f} ("
+              + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(requests.items()))
+              + "; the benchmark's own creates and lists excluded, kube-apiserver's own "
+                "included)")
+        print(f"fleet: Qdrant calls per registry {sum(ops.values()) / n:.2f} ("
+              + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(ops.items())) + ")")
+
+        # --- phase 2: steady state (timers only: no interval is due) ----------------------
+        req2, (ops2, _, syncs2) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
+            operator.counters()
+        cpu2 = operator.cpu_seconds()
+        time.sleep(args.steady_seconds)
+        cpu3 = operator.cpu_seconds()
+        req3, (ops3, _, syncs3) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
+            operator.counters()
+        timer_cpu = (cpu3 - cpu2) / args.steady_seconds
+        steady_requests = delta(req3, req2)
+        print(f"steady ({args.steady_seconds:.0f} s, no interval due): operator CPU "
+              f"{100 * timer_cpu:.2f} % of one core, Qdrant calls "
+              f"{sum(delta(ops3, ops2).values())}, syncs {syncs3 - syncs2:.0f}, status patches "
+              f"{steady_requests['PATCH flowregistries/status']}, apiserver requests "
+              f"{sum(steady_requests.values())}")
+
+        # --- phase 3: restart over the existing fleet ------------------------------------
+        operator.stop()
+        req4 = apiserver_requests(plane.kubectl, plane.kubeconfig)
+        restarted = time.monotonic()
+        operator.start()  # a new process: its counters and CPU start from zero
+        ops4: Counter[str] = Counter()
+        texts4, cpu4, syncs = 0.0, 0.0, 0.0
+        timeline: list[tuple[float, float]] = []
+        deadline = time.monotonic() + args.timeout
+        ops5, texts5 = ops4, texts4
+        while time.monotonic() < deadline:
+            ops5, texts5, syncs = operator.counters()
+            timeline.append((time.monotonic() - restarted, syncs))
+            if syncs >= n:
+                break
+            time.sleep(0.25)
+        resumed_in = time.monotonic() - restarted
+        cpu5 = operator.cpu_seconds()
+        time.sleep(2)
+        req5 = apiserver_requests(plane.kubectl, plane.kubeconfig)
+        restart_ops = delta(ops5, ops4)
+        restart_requests = delta(req5, req4)
+        first = next((t for t, s in timeline if s > 0), resumed_in)
+        half = next((t for t, s in timeline if s >= n / 2), resumed_in)
+        print(f"restart: {syncs:.0f} resumes in {resumed_in:.1f} s after the start (first at "
+              f"{first:.1f} s, half at {half:.1f} s); CPU {cpu5 - cpu4:.1f} s; embedded texts "
+              f"{texts5 - texts4:.0f}; Qdrant calls per registry "
+              f"{sum(restart_ops.values()) / n:.2f} ("
+              + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(restart_ops.items()))
+              + f"); status patches {restart_requests['PATCH flowregistries/status']}")
+        per_resync_cpu = (cpu5 - cpu4) / n
+        calls_per_resync = sum(restart_ops.values()) / n
+        extrapolated = timer_cpu + n * per_resync_cpu / 600.0
+        print(f"10-minute interval (extrapolated): CPU = timers {100 * timer_cpu:.2f} % + "
+              f"{n} x {1000 * per_resync_cpu:.2f} ms per re-sync / 600 s = "
+              f"{100 * extrapolated:.2f} % of one core; Qdrant calls per registry per interval "
+              f"= {calls_per_resync:.2f} (deep checks aside: one per registry per "
+              "deepCheckInterval)")
+    finally:
+        if operator is not None:
+            operator.stop()
+        if qdrant is not None:
+            qdrant.remove()
+        plane.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The hashing embedder computes a batch at once and gives bit for bit the vectors of its
+token-by-token definition, which earlier releases stored: existing stores are neither
+re-embedded nor refused."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowreg.embed import HashingEmbedder
+
+SAMPLES = ["", "Tell the user the current balance.\nWhat's my balance?",
+           "ÄÖÜ straße ǅ İstanbul ﬁx — 東京 タワー", "a " * 5000, "!!! ??? ...", "x"]
+PINNED = {  # sha256 of the vectors of SAMPLES, as the token-by-token embedder made them
+    384: "f21ce7b8c8aba8076b7bc073dabec8de59b6dc2f8cc7baa081e2a0c9dddaa012",
+    64: "ff60dd90e588c1be97fb94f3fcfb431c0888a8e062716eb369a617d081e06614",
+}
+
+
+def packed(vectors: list[list[float]], dim: int) -> bytes:
+    return b"".join(struct.pack(f"{dim}d", *v) for v in vectors)
+
+
+def test_vectors_are_the_ones_earlier_releases_stored():
+    for dim, digest in PINNED.items():
+        embedder = HashingEmbedder(dim)
+        batch = asyncio.run(embedder.embed(SAMPLES))
+        assert hashlib.sha256(packed(batch, dim)).hexdigest() == digest
+        one_by_one = [embedder.embed_one(t) for t in SAMPLES]
+        assert packed(one_by_one, dim) == packed(batch, dim)
+
+
+WORDS = ["balance", "Balance", "ÉTÉ", "straße", "İ", "ǅ", "東京", "x", "_", "a1", "١٢٣", "ﬁ",
+         "don't", "e-mail", "\u0301", "😀", "Ω", "ß"]
+
+
+def random_text(rng: random.Random) -> str:
+    seps = [" ", "  ", "\n", ", ", "—", "\t", "", "!"]
+    return "".join(rng.choice(WORDS) + rng.choice(seps) for _ in range(rng.randrange(0, 60)))
+
+
+def test_batches_equal_the_definition_on_many_random_texts():
+    rng = random.Random(21)
+    texts = [random_text(rng) for _ in range(3000)] + ["", " ", "word " * 20_000]
+    for dim in (8, 384, 1024):
+        embedder = HashingEmbedder(dim)
+        for start in range(0, len(texts), 250):
+            chunk = texts[start:start + 250]
+            assert packed(embedder.embed_many(chunk), dim) == packed(
+                [embedder.embed_one(t) for t in chunk], dim)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=200), max_size=8), st.sampled_from([8, 100, 384]))
+def test_any_unicode_batch_equals_the_definition(texts, dim):
+    embedder = HashingEmbedder(dim)
+    assert packed(embedder.embed_many(texts), dim) == packed(
+        [embedder.embed_one(t) for t in texts], dim)
