@@ -11,7 +11,10 @@ Stores are named as on the command line: a directory (embedded Qdrant Edge, the 
 ``.flowreg/qdrant``), an ``http(s)://`` Qdrant URL (key from ``$QDRANT_API_KEY``), or
 ``:memory:``. Embedders are ``"hashing"`` (default), ``"wordllama"``, a mapping as in the
 operator's configuration, or any object with ``identity``, ``dimension``, ``embed`` and
-``aclose``.
+``aclose``. On a Qdrant server (or cluster), ``settings`` (shards, replication factor, write
+consistency factor, read consistency, write ordering) are applied when the collection is
+created; an existing collection is used as it is, and the report's ``warnings`` say where it
+differs.
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ from flowreg.manifest import Declaration, parse_object
 from flowreg.report import SyncReport
 from flowreg.schema import API_VERSION, KIND
 from flowreg.store import DEFAULT_COLLECTION, DEFAULT_LOCATION, ScoredFlow, open_store
+from flowreg.store.settings import CollectionSettings, settings_from
 from flowreg.sync import SyncEngine
 
 EmbedderLike = str | Mapping[str, Any] | Embedder
+SettingsLike = CollectionSettings | Mapping[str, Any] | None
+"""Collection settings for a Qdrant server: a ``CollectionSettings`` or a mapping with the
+operator configuration's keys (``{"shards": 3, "replicationFactor": 2}``)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,8 @@ class Registry:
 
 async def sync_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
                collection: str = DEFAULT_COLLECTION, embedder: EmbedderLike = "hashing",
-               deep: bool = False, history: str | Path | None = None) -> SyncReport:
+               deep: bool = False, history: str | Path | None = None,
+               settings: SettingsLike = None) -> SyncReport:
     """Make ``store`` hold exactly ``registry``'s flows; the report the CLI prints.
 
     Raises ``InvalidSpec`` (nothing written), ``DeletionGuard`` (nothing written),
@@ -90,7 +98,7 @@ async def sync_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
     another registry's flows are in the report, not raised.
     """
     decl = registry.validated()
-    engine = _engine(store, collection, embedder, history)
+    engine = _engine(store, collection, embedder, history, settings)
     try:
         return await engine.apply(decl.registry, decl.policy, deep=deep)
     finally:
@@ -104,10 +112,10 @@ def sync_registry_blocking(registry: Registry, **options: Any) -> SyncReport:
 
 async def plan_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
                collection: str = DEFAULT_COLLECTION, embedder: EmbedderLike = "hashing",
-               deep: bool = False) -> SyncReport:
+               deep: bool = False, settings: SettingsLike = None) -> SyncReport:
     """What ``sync_registry`` would do, as a dry-run report; writes nothing."""
     decl = registry.validated()
-    engine = _engine(store, collection, embedder, None)
+    engine = _engine(store, collection, embedder, None, settings)
     try:
         return (await engine.plan(decl.registry, decl.policy, deep=deep)).report
     finally:
@@ -129,9 +137,10 @@ async def export_registry(agent_id: str, *, store: str = DEFAULT_LOCATION,
 
 async def query_flows(agent_id: str, text: str, *, limit: int = 5, store: str = DEFAULT_LOCATION,
                 collection: str = DEFAULT_COLLECTION,
-                embedder: EmbedderLike = "hashing") -> list[ScoredFlow]:
+                embedder: EmbedderLike = "hashing",
+                settings: SettingsLike = None) -> list[ScoredFlow]:
     """The flows of ``agent_id`` that ``text`` selects, best first (see ``flowreg query``)."""
-    engine = _engine(store, collection, embedder, None)
+    engine = _engine(store, collection, embedder, None, settings)
     try:
         return await engine.query(agent_id, text, limit)
     finally:
@@ -149,12 +158,14 @@ def latest_checkpoint(history: str | Path, run_id: str | None = None) -> Checkpo
 
 
 def _engine(store: str, collection: str, embedder: EmbedderLike,
-            history: str | Path | None) -> SyncEngine:
+            history: str | Path | None, settings: SettingsLike = None) -> SyncEngine:
+    if isinstance(settings, Mapping):
+        settings = settings_from(settings)
     if isinstance(embedder, str):
         embedder = make_embedder({"kind": embedder})
     elif isinstance(embedder, Mapping):
         embedder = make_embedder(embedder)
-    return SyncEngine(open_store(store, collection), embedder,
+    return SyncEngine(open_store(store, collection, settings=settings), embedder,
                       history=RunHistory(str(history)) if history is not None else None)
 
 

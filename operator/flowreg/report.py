@@ -38,6 +38,10 @@ class SyncReport:
     batches: int = 0
     duration_seconds: float = 0.0
     resumed: dict[str, Any] | None = None
+    collection: dict[str, Any] | None = None
+    """The collection's shards, replicas, consistency and tenant index (Qdrant servers)."""
+    warnings: list[str] = field(default_factory=list)
+    """Where the collection differs from the configured settings (it is used as it is)."""
 
     @property
     def change_count(self) -> int:

@@ -71,6 +71,7 @@ class SyncEngine:
         with _no_gc():
             plan = await self._plan(registry, policy, deep)
         report = _report_of(plan, SyncReport(registry.agent_id, registry.owner, dry_run=True))
+        _collection_of(self.store, report)
         return PlannedSync(plan, report)
 
     async def apply(self, registry: Registry, policy: SyncPolicy | None = None, *,
@@ -110,6 +111,7 @@ class SyncEngine:
                 self.history.finish(run_id, status, error=message)
             raise
         _report_of(plan, report)
+        _collection_of(self.store, report)
         stats = self.store.stats
         report.store_calls = stats.total - calls0
         report.store_writes = stats.writes - writes0
@@ -265,6 +267,12 @@ def _no_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _collection_of(store: FlowStore, report: SyncReport) -> None:
+    """The collection's layout and the warnings about it, into ``report``."""
+    report.collection = store.held.to_dict() if store.held is not None else None
+    report.warnings = list(store.warnings)
 
 
 def _report_of(plan: Plan, report: SyncReport) -> SyncReport:

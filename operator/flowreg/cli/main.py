@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from flowreg.cli.collection import add_collection_flags
 from flowreg.errors import ConflictError, ExitCode, FlowregError, InvalidSpec, Problem
 from flowreg.version import __version__
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--embedding-dimension", type=int, default=None)
         p.add_argument("--embedding-api-key-env", default="OPENAI_API_KEY",
                        help="environment variable holding the embedding API key")
+        add_collection_flags(p)
 
     p = sub.add_parser("validate", help="check manifests offline (schema, checksums, blueprints)")
     files(p)
@@ -133,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--verbose", action="store_true")
 
+    p = sub.add_parser("store", help="the store's collection: its settings and points")
+    store_sub = p.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
+    p = store_sub.add_parser("info", help="shards, replicas, consistency, tenant index, "
+                                          "points, and where they differ from the flags")
+    store(p)
+    output(p)
+
     p = sub.add_parser("history", help="show the latest apply runs")
     store(p)
     output(p)
@@ -180,6 +189,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return _history(args)
     if command == "query":
         return await _query(args)
+    if command == "store":
+        from flowreg.cli.collection import store_info
+
+        return await store_info(args)
     raise AssertionError(command)
 
 
@@ -296,6 +309,8 @@ async def _sync(args: argparse.Namespace) -> int:
                 else:
                     print(f"{decl.registry.owner} (agent {decl.registry.agent_id}): "
                           f"{report.summary()}")
+            for warning in report.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
             if report.conflicts:
                 owners = ", ".join(f"{c['flow']} (owned by {c['owner']})"
                                    for c in report.conflicts[:5])
@@ -431,12 +446,14 @@ def _history(args: argparse.Namespace) -> int:
 
 
 async def _engine(args: argparse.Namespace, *, with_history: bool = True) -> SyncEngine:
+    from flowreg.cli.collection import settings_of
     from flowreg.history import RunHistory
     from flowreg.store import open_store
     from flowreg.sync import SyncEngine
 
+    settings = settings_of(args)
     embedder = _embedder(args)
-    store = open_store(args.store, args.collection)
+    store = open_store(args.store, args.collection, settings=settings)
     history = RunHistory(_history_path(args)) if with_history else None
     engine = SyncEngine(store, embedder, history=history,
                         batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE))

@@ -10,6 +10,10 @@ API key. Tenants never supply URLs or keys. Example::
         collection: flowreg_flows
         apiKeyEnv: QDRANT_API_KEY                 # filled from a Secret by the Helm chart
         embedder: {kind: hashing, dimension: 384}
+        cluster:                                  # Qdrant cluster settings (store.settings)
+          shards: 3
+          replicationFactor: 2
+          readConsistency: majority
     driftCheckSeconds: 10                         # how often intervals are checked
 """
 
@@ -25,6 +29,7 @@ import yaml
 
 from flowreg.errors import InvalidSpec
 from flowreg.schema import parse_duration as parse_duration
+from flowreg.store.settings import CollectionSettings, settings_from
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,9 @@ class StoreConfig:
     batch_size: int = 100
     page_size: int | None = None
     timeout: float = 30.0
+    cluster: CollectionSettings | None = None
+    """Applied when the operator creates the collection; read consistency and write ordering
+    on every call (``stores.NAME.cluster``)."""
 
     @property
     def api_key(self) -> str | None:
@@ -77,7 +85,7 @@ def parse_config(data: Mapping[str, Any]) -> OperatorConfig:
         if "apiKey" in raw:
             raise ValueError(f"stores.{name}: put API keys in a Secret and name it by apiKeyEnv")
         known = {"location", "collection", "apiKeyEnv", "embedder", "batchSize", "pageSize",
-                 "timeout"}
+                 "timeout", "cluster"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"stores.{name}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -90,6 +98,7 @@ def parse_config(data: Mapping[str, Any]) -> OperatorConfig:
             batch_size=int(raw.get("batchSize", 100)),
             page_size=int(raw["pageSize"]) if raw.get("pageSize") else None,
             timeout=float(raw.get("timeout", 30.0)),
+            cluster=_cluster(raw.get("cluster"), f"stores.{name}.cluster."),
         )
     return OperatorConfig(
         stores=stores,
@@ -97,6 +106,18 @@ def parse_config(data: Mapping[str, Any]) -> OperatorConfig:
         max_status_names=int(data.get("maxStatusNames", 20)),
         progress_every_seconds=float(data.get("progressEverySeconds", 2.0)),
     )
+
+
+def _cluster(raw: Any, where: str) -> CollectionSettings | None:
+    """A store's ``cluster`` settings; ``ValueError`` naming a bad one."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where.rstrip('.')}: expected a mapping of settings")
+    try:
+        return settings_from(raw, where)
+    except InvalidSpec as exc:
+        raise ValueError("; ".join(str(p) for p in exc.problems)) from None
 
 
 def load_config(path: str | Path | None) -> OperatorConfig:

@@ -66,6 +66,7 @@ class Reconciler:
         self._checked: dict[str, _Checked] = {}
         self._written: dict[str, dict[str, Any]] = {}
         """Per registry, the status as this reconciler last left it (under the lock)."""
+        self._collection_warnings: set[str] = set()
 
     async def engine(self, store: StoreConfig) -> SyncEngine:
         """The engine of a configured store, opened on first use (and retried until it opens)."""
@@ -73,7 +74,8 @@ class Reconciler:
         if engine is None:
             embedder = make_embedder(store.embedder)
             flow_store = open_store(store.location, store.collection, api_key=store.api_key,
-                                    timeout=store.timeout, page_size=store.page_size)
+                                    timeout=store.timeout, page_size=store.page_size,
+                                    settings=store.cluster)
             engine = SyncEngine(flow_store, embedder, batch_size=store.batch_size)
             self.engines[store.name] = engine
         return engine
@@ -210,6 +212,10 @@ class Reconciler:
             message = f"internal error ({type(exc).__name__}: {exc}"[:500].strip() + \
                 "); see the operator's log"
             return Outcome(False, "InternalError", message, reconciling=True), None, True
+        for warning in report.warnings:  # the collection as found; said once per process
+            if warning not in self._collection_warnings:
+                self._collection_warnings.add(warning)
+                log.warning("store %s: %s", decl.store, warning)
         count = len(decl.registry.flows)
         if report.conflicts:
             owners = ", ".join(f"{c['flow']} (owned by {c['owner']})"
