@@ -8,6 +8,7 @@ Qdrant Edge (``flowreg.store.edge``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -239,7 +240,8 @@ class ClientStore(FlowStore):
     def _map_error(self, exc: Exception) -> FlowregError | None:
         if _is_unavailable(exc):
             where = self.location or "the configured URL"
-            return StoreUnavailable(f"Qdrant at {where} is unavailable: {describe(exc)}")
+            return StoreUnavailable(f"Qdrant at {where} is unavailable for collection "
+                                    f"{self.collection!r}: {_detail(exc)}")
         return None
 
 
@@ -264,6 +266,24 @@ def _point(point_id: str, vector: list[float] | None,
            payload: dict[str, Any]) -> models.PointStruct:
     """A point built without validation (its parts are already known to be well-formed)."""
     return models.PointStruct.model_construct(id=point_id, vector=vector, payload=payload)
+
+
+def _detail(exc: BaseException) -> str:
+    """What Qdrant said went wrong (its error text, e.g. which shard has too few replicas),
+    else the exception's first line."""
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        with contextlib.suppress(Exception):
+            error = exc.structured()["status"]["error"]
+            return f"{exc.status_code} {exc.reason_phrase}: {error}"[:500]
+    details = getattr(exc, "details", None)
+    if callable(details):
+        with contextlib.suppress(Exception):
+            text = details()
+            if text:
+                return str(text).splitlines()[0][:500]
+    return describe(exc)
 
 
 def _is_unavailable(exc: BaseException) -> bool:
