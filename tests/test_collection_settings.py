@@ -3,12 +3,18 @@ operator config, Python API), and how an existing collection's layout is judged.
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import pytest
+from qdrant_client import models
 
 import flowreg
 from flowreg.cli.main import main
 from flowreg.controller.config import parse_config
+from flowreg.embed import HashingEmbedder
 from flowreg.errors import InvalidSpec
+from flowreg.flow import Flow, Registry
 from flowreg.store import open_store
 from flowreg.store.settings import (
     CollectionLayout,
@@ -17,7 +23,10 @@ from flowreg.store.settings import (
     layout_warnings,
     settings_from,
 )
+from flowreg.sync import SyncEngine
 from tests.conftest import EXAMPLE
+from tests.support.qdrant_server import server_available, session_server
+from tests.support.stores import drop
 
 
 def layout(**changes) -> CollectionLayout:
@@ -105,3 +114,55 @@ def test_the_python_api_takes_settings_as_a_mapping_and_checks_them():
                                        settings={"writeOrdering": "fast"})
     report = flowreg.sync_registry_blocking(registry, store=":memory:", settings={})
     assert report.created == ["f"] and report.collection is None and report.warnings == []
+
+
+server_only = pytest.mark.skipif(not server_available(), reason="no Qdrant server at hand")
+
+
+@server_only
+async def test_a_server_collection_gets_the_tenant_index_and_is_reported_without_warnings():
+    endpoint = session_server()
+    store = open_store(endpoint.url, f"t_{uuid.uuid4().hex[:12]}", api_key=endpoint.api_key)
+    try:
+        engine = SyncEngine(store, HashingEmbedder())
+        first = await engine.apply(Registry("a", "ns/r", (Flow("f", "Do f."),)))
+        assert first.collection is not None and first.collection["tenantIndex"] is True
+        assert first.collection["cluster"] is False and first.warnings == []
+        again = await engine.apply(Registry("a", "ns/r", (Flow("f", "Do f."),)))
+        assert again.collection == first.collection and again.warnings == []
+    finally:
+        await drop(store)
+
+
+@server_only
+async def test_a_collection_made_elsewhere_is_used_as_it_is_and_the_warning_upgrades_it(
+        capsys, monkeypatch):
+    endpoint = session_server()
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    store = open_store(endpoint.url, name, api_key=endpoint.api_key)
+    client = store.client  # type: ignore[attr-defined]
+    await client.create_collection(name, vectors_config=models.VectorParams(
+        size=384, distance=models.Distance.COSINE))
+    await client.create_payload_index(name, "agent_id",
+                                      field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+    try:
+        args = ["plan", "-f", str(EXAMPLE), "--store", endpoint.url, "--collection", name,
+                "-o", "json", "--shards", "2"]
+        monkeypatch.setenv("QDRANT_API_KEY", endpoint.api_key or "")
+        assert main(args) == 0
+        out = capsys.readouterr()
+        report = json.loads(out.out)
+        assert report["collection"]["shards"] == 1 and report["collection"]["tenantIndex"] is False
+        assert any("shards 1, the configuration asks for 2" in w for w in report["warnings"])
+        [upgrade] = [w for w in report["warnings"] if "is_tenant" in w]
+        assert f"PUT /collections/{name}/index" in upgrade and "warning:" in out.err
+        # the upgrade the warning names, done as it says: the tenant index replaces the keyword one
+        await client.create_payload_index(name, "agent_id", field_schema=models.KeywordIndexParams(
+            type=models.KeywordIndexType.KEYWORD, is_tenant=True), wait=True)
+        assert main(["store", "info", "--store", endpoint.url, "--collection", name,
+                     "-o", "json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["exists"] and info["settings"]["tenantIndex"] is True and info["warnings"] == []
+        assert (await client.get_collection(name)).config.params.shard_number == 1  # unchanged
+    finally:
+        await drop(store)
