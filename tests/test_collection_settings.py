@@ -3,11 +3,12 @@ operator config, Python API), and how an existing collection's layout is judged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
 import pytest
-from qdrant_client import models
+from qdrant_client import AsyncQdrantClient, models
 
 import flowreg
 from flowreg.cli.main import main
@@ -135,21 +136,31 @@ async def test_a_server_collection_gets_the_tenant_index_and_is_reported_without
 
 
 @server_only
-async def test_a_collection_made_elsewhere_is_used_as_it_is_and_the_warning_upgrades_it(
+def test_a_collection_made_elsewhere_is_used_as_it_is_and_the_warning_upgrades_it(
         capsys, monkeypatch):
     endpoint = session_server()
     name = f"t_{uuid.uuid4().hex[:12]}"
-    store = open_store(endpoint.url, name, api_key=endpoint.api_key)
-    client = store.client  # type: ignore[attr-defined]
-    await client.create_collection(name, vectors_config=models.VectorParams(
-        size=384, distance=models.Distance.COSINE))
-    await client.create_payload_index(name, "agent_id",
-                                      field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+
+    async def admin(*schemas: object) -> int:
+        """Make the collection (with ``schemas`` of agent_id); return its shard number."""
+        client = AsyncQdrantClient(url=endpoint.url, api_key=endpoint.api_key,
+                                   check_compatibility=False)
+        try:
+            if not await client.collection_exists(name):
+                await client.create_collection(name, vectors_config=models.VectorParams(
+                    size=384, distance=models.Distance.COSINE))
+            for schema in schemas:
+                await client.create_payload_index(name, "agent_id", field_schema=schema,
+                                                  wait=True)
+            return int((await client.get_collection(name)).config.params.shard_number or 0)
+        finally:
+            await client.close()
+
+    asyncio.run(admin(models.PayloadSchemaType.KEYWORD))
+    monkeypatch.setenv("QDRANT_API_KEY", endpoint.api_key or "")
     try:
-        args = ["plan", "-f", str(EXAMPLE), "--store", endpoint.url, "--collection", name,
-                "-o", "json", "--shards", "2"]
-        monkeypatch.setenv("QDRANT_API_KEY", endpoint.api_key or "")
-        assert main(args) == 0
+        assert main(["plan", "-f", str(EXAMPLE), "--store", endpoint.url, "--collection", name,
+                     "-o", "json", "--shards", "2"]) == 0
         out = capsys.readouterr()
         report = json.loads(out.out)
         assert report["collection"]["shards"] == 1 and report["collection"]["tenantIndex"] is False
@@ -157,12 +168,11 @@ async def test_a_collection_made_elsewhere_is_used_as_it_is_and_the_warning_upgr
         [upgrade] = [w for w in report["warnings"] if "is_tenant" in w]
         assert f"PUT /collections/{name}/index" in upgrade and "warning:" in out.err
         # the upgrade the warning names, done as it says: the tenant index replaces the keyword one
-        await client.create_payload_index(name, "agent_id", field_schema=models.KeywordIndexParams(
-            type=models.KeywordIndexType.KEYWORD, is_tenant=True), wait=True)
+        assert asyncio.run(admin(models.KeywordIndexParams(
+            type=models.KeywordIndexType.KEYWORD, is_tenant=True))) == 1  # shards unchanged
         assert main(["store", "info", "--store", endpoint.url, "--collection", name,
                      "-o", "json"]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["exists"] and info["settings"]["tenantIndex"] is True and info["warnings"] == []
-        assert (await client.get_collection(name)).config.params.shard_number == 1  # unchanged
     finally:
-        await drop(store)
+        asyncio.run(drop(open_store(endpoint.url, name, api_key=endpoint.api_key)))
