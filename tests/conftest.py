@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.qdrant_cluster import stop_session_cluster
 from tests.support.qdrant_server import stop_session_server
 from tests.support.skips import LOUD
 from tests.support.stores import backends, drop, open_backend
@@ -46,6 +47,7 @@ def _stop_qdrant_server_at_the_end() -> Any:
     """The session's Qdrant server (started on first use) stops with the session."""
     yield
     stop_session_server()
+    stop_session_cluster()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -22,6 +22,7 @@ _PUBLIC = {
     "SyncReport": "flowreg.report",
     "Checkpoint": "flowreg.history",
     "ScoredFlow": "flowreg.store",
+    "CollectionSettings": "flowreg.store.settings",
     "sync_registry": "flowreg.api",
     "sync_registry_blocking": "flowreg.api",
     "plan_registry": "flowreg.api",
@@ -36,8 +37,9 @@ _PUBLIC = {
     "EmbedderUnavailable": "flowreg.errors",
 }
 __all__ = [
-    "Checkpoint", "DeletionGuard", "EmbedderUnavailable", "Flow", "FlowregError", "InvalidSpec",
-    "Registry", "ScoredFlow", "StoreIncompatible", "StoreUnavailable", "SyncReport",
+    "Checkpoint", "CollectionSettings", "DeletionGuard", "EmbedderUnavailable", "Flow",
+    "FlowregError", "InvalidSpec", "Registry", "ScoredFlow", "StoreIncompatible",
+    "StoreUnavailable", "SyncReport",
     "__version__", "export_registry", "latest_checkpoint", "plan_registry", "query_flows",
     "sync_registry", "sync_registry_blocking",
 ]
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from flowreg.history import Checkpoint
     from flowreg.report import SyncReport
     from flowreg.store import ScoredFlow
+    from flowreg.store.settings import CollectionSettings
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,10 @@ Stores are named as on the command line: a directory (embedded Qdrant Edge, the 
 ``:memory:``. Embedders are ``"hashing"`` (default), ``"wordllama"``, a mapping as in the
 operator's configuration, or any object satisfying the ``Embedder`` protocol
 (``flowreg.embed.base``: ``identity``, ``dimension``, ``concurrency``, ``probe``, ``embed``,
-``aclose``); the sync closes it when done.
+``aclose``); the sync closes it when done. On a Qdrant server (or cluster), ``settings``
+(shards, replication factor, write consistency factor, read consistency, write ordering) are
+applied when the collection is created; an existing collection is used as it is, and the
+report's ``warnings`` say where it differs.
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ from flowreg.manifest import ALLOW_EMPTY_PATH, MAX_DELETIONS_PATH, Declaration, 
 from flowreg.report import SyncReport
 from flowreg.schema import API_VERSION, KIND
 from flowreg.store import DEFAULT_COLLECTION, DEFAULT_LOCATION, ScoredFlow, open_store
+from flowreg.store.settings import CollectionSettings, settings_from
 from flowreg.sync import EngineConfig, SyncEngine
 
 EmbedderLike = str | Mapping[str, Any] | Embedder
+SettingsLike = CollectionSettings | Mapping[str, Any] | None
+"""Collection settings for a Qdrant server: a ``CollectionSettings`` or a mapping with the
+operator configuration's keys (``{"shards": 3, "replicationFactor": 2}``)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,8 @@ class Registry:
 
 async def sync_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
                collection: str = DEFAULT_COLLECTION, embedder: EmbedderLike = "hashing",
-               deep: bool = False, history: str | Path | None = None) -> SyncReport:
+               deep: bool = False, history: str | Path | None = None,
+               settings: SettingsLike = None) -> SyncReport:
     """Make ``store`` hold exactly ``registry``'s flows; the report the CLI prints.
 
     Raises ``InvalidSpec`` (nothing written), ``DeletionGuard`` (nothing written),
@@ -91,7 +99,8 @@ async def sync_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
     another registry's flows are in the report, not raised.
     """
     decl = registry.validated()
-    async with SyncEngine.open(_config(store, collection, embedder, history)) as engine:
+    config = _config(store, collection, embedder, history, settings)
+    async with SyncEngine.open(config) as engine:
         return await engine.apply(decl.registry, decl.policy, deep=deep)
 
 
@@ -102,10 +111,11 @@ def sync_registry_blocking(registry: Registry, **options: Any) -> SyncReport:
 
 async def plan_registry(registry: Registry, *, store: str = DEFAULT_LOCATION,
                collection: str = DEFAULT_COLLECTION, embedder: EmbedderLike = "hashing",
-               deep: bool = False) -> SyncReport:
+               deep: bool = False, settings: SettingsLike = None) -> SyncReport:
     """What ``sync_registry`` would do, as a dry-run report; writes nothing."""
     decl = registry.validated()
-    async with SyncEngine.open(_config(store, collection, embedder, None)) as engine:
+    config = _config(store, collection, embedder, None, settings)
+    async with SyncEngine.open(config) as engine:
         return (await engine.plan(decl.registry, decl.policy, deep=deep)).report
 
 
@@ -124,9 +134,11 @@ async def export_registry(agent_id: str, *, store: str = DEFAULT_LOCATION,
 
 async def query_flows(agent_id: str, text: str, *, limit: int = 5, store: str = DEFAULT_LOCATION,
                 collection: str = DEFAULT_COLLECTION,
-                embedder: EmbedderLike = "hashing") -> list[ScoredFlow]:
+                embedder: EmbedderLike = "hashing",
+                settings: SettingsLike = None) -> list[ScoredFlow]:
     """The flows of ``agent_id`` that ``text`` selects, best first (see ``flowreg query``)."""
-    async with SyncEngine.open(_config(store, collection, embedder, None)) as engine:
+    config = _config(store, collection, embedder, None, settings)
+    async with SyncEngine.open(config) as engine:
         return await engine.query(agent_id, text, limit)
 
 
@@ -141,10 +153,12 @@ def latest_checkpoint(history: str | Path, run_id: str | None = None) -> Checkpo
 
 
 def _config(store: str, collection: str, embedder: EmbedderLike,
-            history: str | Path | None) -> EngineConfig:
+            history: str | Path | None, settings: SettingsLike = None) -> EngineConfig:
     return EngineConfig(store, collection,
                         embedder={"kind": embedder} if isinstance(embedder, str) else embedder,
-                        history=str(history) if history is not None else None)
+                        history=str(history) if history is not None else None,
+                        settings=settings_from(settings) if isinstance(settings, Mapping)
+                        else settings)
 
 
 def _normalised(flow: Flow) -> Flow:

@@ -75,6 +75,10 @@ EMBEDDER_CONCURRENCY = Bound(1, 256)
 EMBEDDER_MAX_RETRIES = Bound(0, 100)
 PEERING_LIFETIME = Bound(1, 86_400, unit="seconds")
 DRIFT_CHECK_SECONDS = Bound(0.1, 86_400, integer=False, unit="seconds")
+SHARDS = Bound(1, 100_000)
+REPLICATION_FACTOR = Bound(1, 1_000)
+"""At most the number of peers, which only the server knows: checked when creating."""
+WRITE_CONSISTENCY_FACTOR = Bound(1, 1_000)
 DEEP_CHECK_SECONDS = Bound(1, 30 * 86_400, integer=False, unit="seconds")
 """How often each registry is read in full (``deepCheckInterval``)."""
 PROGRESS_EVERY_SECONDS = Bound(0.1, 3_600, integer=False, unit="seconds")

@@ -41,6 +41,10 @@ class SyncReport:
     digest: str = ""
     """The registry digest: ``matched`` (nothing was read), ``written`` (after a full
     comparison), ``none`` (not written: conflicts remain); empty for a dry run."""
+    collection: dict[str, Any] | None = None
+    """The collection's shards, replicas, consistency and tenant index (Qdrant servers)."""
+    warnings: list[str] = field(default_factory=list)
+    """Where the collection differs from the configured settings (it is used as it is)."""
 
     @property
     def change_count(self) -> int:

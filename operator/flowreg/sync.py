@@ -46,6 +46,7 @@ from flowreg.store import (
 )
 from flowreg.store.base import PAYLOAD_VERSION, StoreStats, counting
 from flowreg.store.digest import digest_payload, registry_digest, stored_digest
+from flowreg.store.settings import CollectionSettings
 
 DEFAULT_BATCH_SIZE = 100
 MIN_LOOKAHEAD = 2
@@ -59,8 +60,9 @@ class EngineConfig:
     """What ``SyncEngine.open`` opens: a store, an embedder and (optionally) a run history.
 
     ``location`` and ``collection`` are as ``open_store`` takes them (with ``api_key``,
-    ``timeout``, ``page_size`` and ``lock_timeout``); ``embedder`` is a configuration for
-    ``make_embedder`` (``None``: the hashing default) or an ``Embedder`` the engine then owns;
+    ``timeout``, ``page_size``, ``lock_timeout`` and collection ``settings``); ``embedder`` is
+    a configuration for ``make_embedder`` (``None``: the hashing default) or an ``Embedder``
+    the engine then owns;
     ``history`` is the path of a run-history SQLite file (``None``: no history).
     """
 
@@ -73,6 +75,7 @@ class EngineConfig:
     timeout: float = 30.0
     page_size: int | None = None
     lock_timeout: float | None = None
+    settings: CollectionSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ class SyncEngine:
             owned.push_async_callback(embedder.aclose)
             store = open_store(config.location, config.collection, api_key=config.api_key,
                                timeout=config.timeout, page_size=config.page_size,
-                               lock_timeout=config.lock_timeout)
+                               lock_timeout=config.lock_timeout, settings=config.settings)
             owned.push_async_callback(store.close)
             history = None
             if config.history is not None:
@@ -137,6 +140,7 @@ class SyncEngine:
         with _no_gc():
             plan = await self._plan(registry, policy, deep)
         report = _report_of(plan, SyncReport(registry.agent_id, registry.owner, dry_run=True))
+        _collection_of(self.store, report)
         return PlannedSync(plan, report)
 
     async def apply(self, registry: DeclaredFlows, policy: SyncPolicy | None = None, *,
@@ -209,6 +213,7 @@ class SyncEngine:
             raise
         if plan is not None:
             _report_of(plan, report)
+        _collection_of(self.store, report)
         report.store_calls = run.total
         report.store_writes = run.writes
         report.points_written = run.points_written
@@ -356,6 +361,12 @@ def _no_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _collection_of(store: FlowStore, report: SyncReport) -> None:
+    """The collection's layout and the warnings about it, into ``report``."""
+    report.collection = store.held.to_dict() if store.held is not None else None
+    report.warnings = list(store.warnings)
 
 
 def _report_of(plan: Plan, report: SyncReport) -> SyncReport:

@@ -13,7 +13,8 @@ import yaml
 import flowreg
 from tests.support.builders import EXAMPLE, REPO
 
-EXPECTED = {"Checkpoint", "DeletionGuard", "EmbedderUnavailable", "Flow", "FlowregError",
+EXPECTED = {"Checkpoint", "CollectionSettings", "DeletionGuard", "EmbedderUnavailable", "Flow",
+            "FlowregError",
             "InvalidSpec", "Registry", "ScoredFlow", "StoreIncompatible", "StoreUnavailable",
             "SyncReport", "__version__", "export_registry", "latest_checkpoint",
             "plan_registry", "query_flows", "sync_registry", "sync_registry_blocking"}

@@ -178,3 +178,19 @@ def test_no_rendered_manifest_holds_a_secret(helm):
 def test_chart_crd_is_byte_identical_to_the_source_of_truth():
     assert (CHART / "crds" / "flowregistry.yaml").read_bytes() == \
         (REPO / "crds" / "flowregistry.yaml").read_bytes(), "run hack/sync-crd.sh"
+
+
+def test_cluster_settings_reach_the_operator_config_and_are_checked(helm):
+    from flowreg.controller.config import parse_config
+
+    docs = render(helm, "--set", "stores.default.cluster.shards=3",
+                  "--set", "stores.default.cluster.replicationFactor=2",
+                  "--set-string", "stores.default.cluster.readConsistency=majority")
+    [cm] = of_kind(docs, "ConfigMap")
+    store = parse_config(yaml.safe_load(cm["data"]["config.yaml"])).store("default")
+    assert store.cluster is not None
+    assert store.cluster.to_dict() == {"shards": 3, "replicationFactor": 2,
+                                       "readConsistency": "majority"}
+    result = run_helm(helm, "template", "rel", str(CHART),
+                      "--set", "stores.default.cluster.shards=0")
+    assert result.returncode != 0 and "shards" in result.stderr

@@ -81,6 +81,9 @@ class QdrantServer:
 
     def __init__(self, binary: Path, storage: Path | None = None,
                  host: str = "127.0.0.1") -> None:
+        self.extra_env: dict[str, str] = {}
+        """More settings (cluster mode: tests/support/qdrant_cluster.py)."""
+        self.args: list[str] = []
         self.host = host
         self.binary = binary
         self.work = Path(tempfile.mkdtemp(prefix="flowreg-qdrant-"))
@@ -102,10 +105,11 @@ class QdrantServer:
                "QDRANT__STORAGE__STORAGE_PATH": str(self.storage),
                "QDRANT__STORAGE__SNAPSHOTS_PATH": str(self.work / "snapshots"),
                "QDRANT__TELEMETRY_DISABLED": "true",
-               "QDRANT__LOG_LEVEL": "WARN"}
+               "QDRANT__LOG_LEVEL": "WARN",
+               **self.extra_env}
         log = (self.work / "qdrant.log").open("ab")
-        self.proc = subprocess.Popen([str(self.binary)], cwd=self.work, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([str(self.binary), *self.args], cwd=self.work, env=env,
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      preexec_fn=die_with_parent)
         log.close()
         self._wait_ready(timeout)

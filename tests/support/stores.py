@@ -3,8 +3,10 @@
 ``memory`` (qdrant-client's emulation) and ``edge`` (Qdrant Edge in a temporary directory) are
 always here; ``server`` (REST) and ``server-grpc`` join when a Qdrant server is at hand: the
 binary hack/qdrant.sh builds (``$FLOWREG_QDRANT_BIN``), started once for the session, or an
-external one at ``$QDRANT_URL`` (and ``$QDRANT_API_KEY``). Each test gets a collection of its
-own, dropped afterwards.
+external one at ``$QDRANT_URL`` (and ``$QDRANT_API_KEY``); ``cluster`` and ``cluster-grpc``
+when the binary is built: a three-peer cluster (tests/support/qdrant_cluster.py), each test's
+collection with three shards of two replicas (``CLUSTER_SETTINGS``), read with majority
+consistency. Each test gets a collection of its own, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from flowreg.store import FlowStore, open_store
+from flowreg.store import CollectionSettings, FlowStore, open_store
+from tests.support.qdrant_cluster import cluster_available, session_cluster
 from tests.support.qdrant_server import server_available, session_server
+
+CLUSTER_SETTINGS = CollectionSettings(shards=3, replication_factor=2)
 
 
 def backends() -> list[str]:
@@ -21,6 +26,8 @@ def backends() -> list[str]:
     found = ["memory", "edge"]
     if server_available():
         found += ["server", "server-grpc"]
+    if cluster_available():
+        found += ["cluster", "cluster-grpc"]
     return found
 
 
@@ -36,6 +43,11 @@ def open_backend(kind: str, tmp_path: Path, *, page_size: int | None = None) -> 
         return open_store(endpoint.url, f"t_{uuid.uuid4().hex[:12]}", api_key=endpoint.api_key,
                           page_size=page_size, prefer_grpc=grpc,
                           grpc_port=endpoint.grpc_port or 6334)
+    if kind in ("cluster", "cluster-grpc"):
+        endpoint = session_cluster().endpoint
+        return open_store(endpoint.url, f"t_{uuid.uuid4().hex[:12]}", api_key=endpoint.api_key,
+                          page_size=page_size, prefer_grpc=kind == "cluster-grpc",
+                          grpc_port=endpoint.grpc_port or 6334, settings=CLUSTER_SETTINGS)
     raise ValueError(f"unknown store backend {kind!r}")
 
 

@@ -52,6 +52,9 @@ stores:
     {{- with $store.timeout }}
     timeout: {{ . }}
     {{- end }}
+    {{- with $store.cluster }}
+    cluster: {{ toJson . }}
+    {{- end }}
     embedder:
       {{- $emb := $store.embedder | default (dict "kind" "hashing") }}
       kind: {{ $emb.kind }}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flowreg import bounds
+from flowreg.cli.collection import add_collection_flags
 from flowreg.cli.flagtypes import bounded, store_location
 from flowreg.embed.factory import KINDS as EMBEDDER_KINDS
 from flowreg.errors import (
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--history", default=None,
                        help="run-history SQLite file [default: beside the embedded store]")
         embedder(p)
+        add_collection_flags(p)
 
     def embedder(p: argparse.ArgumentParser) -> None:
         p.add_argument("--embedder", choices=EMBEDDER_KINDS,
@@ -169,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0 disables metrics")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--verbose", action="store_true")
+
+    p = sub.add_parser("store", help="the store's collection: its settings and points")
+    store_sub = p.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
+    p = store_sub.add_parser("info", help="shards, replicas, consistency, tenant index, "
+                                          "points, and where they differ from the flags")
+    store(p)
+    output(p)
 
     p = sub.add_parser("history", help="show the latest apply runs")
     store(p)
@@ -258,6 +267,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from flowreg.embed.factory import make_embedder
 
         return await lint.run(args, make_embedder(_embedder_config(args)))
+    if command == "store":
+        from flowreg.cli.collection import store_info
+
+        return await store_info(args)
     raise AssertionError(command)
 
 
@@ -400,6 +413,8 @@ async def _sync(args: argparse.Namespace) -> int:
                     else:
                         print(f"{decl.registry.owner} (agent {decl.registry.agent_id}): "
                               f"{report.summary()}")
+                for warning in report.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
                 if report.conflicts:
                     print(f"error: {ConflictError.reason}: {decl.registry.owner}: "
                           f"{report.conflict_message()}", file=sys.stderr)
@@ -529,13 +544,14 @@ def _history(args: argparse.Namespace) -> int:
 def _engine(args: argparse.Namespace, *,
             with_history: bool = True) -> AbstractAsyncContextManager[SyncEngine]:
     """The engine the store and embedder flags name, as ``async with`` owns it."""
+    from flowreg.cli.collection import settings_of
     from flowreg.sync import EngineConfig, SyncEngine
 
     return SyncEngine.open(EngineConfig(
         args.store, args.collection, embedder=_embedder_config(args),
         history=_history_path(args) if with_history else None,
         batch_size=getattr(args, "batch_size", DEFAULT_BATCH_SIZE),
-        lock_timeout=args.lock_timeout))
+        lock_timeout=args.lock_timeout, settings=settings_of(args)))
 
 
 def _embedder_config(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,6 +10,10 @@ API key. Tenants never supply URLs or keys. Example::
         collection: flowreg_flows
         apiKeyEnv: QDRANT_API_KEY                 # filled from a Secret by the Helm chart
         embedder: {kind: hashing, dimension: 384}
+        cluster:                                  # Qdrant cluster settings (store.settings)
+          shards: 3
+          replicationFactor: 2
+          readConsistency: majority
     driftCheckSeconds: 10                         # how often intervals are checked
     deepCheckInterval: 1h                         # how often each registry is read in full
 
@@ -34,6 +38,7 @@ from flowreg import bounds
 from flowreg.errors import InvalidSpec, UsageError
 from flowreg.location import StoreLocation, parse_location
 from flowreg.schema import parse_duration as parse_duration
+from flowreg.store.settings import CollectionSettings, settings_from
 
 
 class ConfigError(UsageError, ValueError):
@@ -53,6 +58,9 @@ class StoreConfig:
     batch_size: int = 100
     page_size: int | None = None
     timeout: float = 30.0
+    cluster: CollectionSettings | None = None
+    """Applied when the operator creates the collection; read consistency and write ordering
+    on every call (``stores.NAME.cluster``)."""
 
     @property
     def api_key(self) -> str | None:
@@ -125,7 +133,7 @@ def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> 
         if "apiKey" in raw:
             raise ConfigError(f"stores.{name}: put API keys in a Secret and name it by apiKeyEnv")
         known = {"location", "collection", "apiKeyEnv", "embedder", "batchSize", "pageSize",
-                 "timeout"}
+                 "timeout", "cluster"}
         unknown = set(raw) - known
         if unknown:
             raise ConfigError(f"stores.{name}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -145,6 +153,7 @@ def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> 
             batch_size=_number(raw, "batchSize", bounds.BATCH_SIZE, 100, where),
             page_size=_number(raw, "pageSize", bounds.PAGE_SIZE, None, where),
             timeout=float(_number(raw, "timeout", bounds.STORE_TIMEOUT, 30.0, where)),
+            cluster=_cluster(raw.get("cluster"), f"{where}cluster."),
         )
     deep = data.get("deepCheckInterval", "1h")
     try:
@@ -169,6 +178,18 @@ def _location(value: Any, setting: str) -> StoreLocation:
         return parse_location(str(value))
     except ValueError as exc:
         raise ConfigError(f"{setting}: {exc}") from None
+
+
+def _cluster(raw: Any, where: str) -> CollectionSettings | None:
+    """A store's ``cluster`` settings; ``ValueError`` naming a bad one."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where.rstrip('.')}: expected a mapping of settings")
+    try:
+        return settings_from(raw, where)
+    except InvalidSpec as exc:
+        raise ConfigError("; ".join(str(p) for p in exc.problems)) from None
 
 
 def load_config(path: str | Path | None) -> OperatorConfig:

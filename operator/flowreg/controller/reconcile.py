@@ -92,6 +92,7 @@ class Reconciler:
         self.selection = selection.SelectionCheck()
         self._findings: dict[str, selection.Findings | None] = {}
         self.deep = DeepCheckClock(config.deep_check_seconds)
+        self._collection_warnings: set[str] = set()
 
     async def engine(self, store: StoreConfig) -> SyncEngine:
         """The engine of a configured store, opened on first use (and retried until it opens)."""
@@ -100,7 +101,7 @@ class Reconciler:
             engine = await self._owned.enter_async_context(SyncEngine.open(EngineConfig(
                 store.location, store.collection, embedder=store.embedder,
                 batch_size=store.batch_size, api_key=store.api_key, timeout=store.timeout,
-                page_size=store.page_size,
+                page_size=store.page_size, settings=store.cluster,
                 lock_timeout=0)))  # held by another process: fail now, retried with backoff
             self.engines[store.name] = engine
         return engine
@@ -247,6 +248,10 @@ class Reconciler:
                 "); see the operator's log"
             return SyncResult(Outcome(False, INTERNAL_ERROR, message, reconciling=True),
                               None, True)
+        for warning in report.warnings:  # the collection as found; said once per process
+            if warning not in self._collection_warnings:
+                self._collection_warnings.add(warning)
+                log.warning("store %s: %s", decl.store, warning)
         count = len(decl.registry.flows)
         if report.conflicts:
             return SyncResult(Outcome(False, CONFLICT, report.conflict_message(), stalled=True),

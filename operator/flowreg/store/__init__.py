@@ -29,11 +29,12 @@ from flowreg.store.base import (
     flow_of,
     payload_of,
 )
+from flowreg.store.settings import CollectionLayout, CollectionSettings
 
 __all__ = [
     "CONTENT_FIELDS", "DEFAULT_COLLECTION", "DEFAULT_LOCATION", "INDEXED_FIELDS",
-    "SNAPSHOT_FIELDS", "FlowStore", "PointWrite", "ScoredFlow", "StoreStats", "chunks",
-    "flow_of", "is_url", "open_store", "payload_of",
+    "SNAPSHOT_FIELDS", "CollectionLayout", "CollectionSettings", "FlowStore", "PointWrite",
+    "ScoredFlow", "StoreStats", "chunks", "flow_of", "is_url", "open_store", "payload_of",
 ]
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,127}$")
@@ -50,7 +51,8 @@ def open_store(location: str | StoreLocation = DEFAULT_LOCATION,
                collection: str = DEFAULT_COLLECTION, *,
                api_key: str | None = None, timeout: float = 30.0,
                page_size: int | None = None, prefer_grpc: bool = False,
-               grpc_port: int = 6334, lock_timeout: float | None = None) -> FlowStore:
+               grpc_port: int = 6334, lock_timeout: float | None = None,
+               settings: CollectionSettings | None = None) -> FlowStore:
     """The store at ``location`` (a directory, an ``http(s)://`` URL or ``:memory:``; see
     ``flowreg.location``).
 
@@ -59,7 +61,9 @@ def open_store(location: str | StoreLocation = DEFAULT_LOCATION,
     earlier flowreg (qdrant-client's emulation layout) is migrated into Qdrant Edge on first
     open. Raises ``StoreUnavailable`` (held by another process past the wait, unreachable),
     ``StoreIncompatible`` (a directory that is not a store) or ``InvalidSpec`` (a location
-    that names no store, a collection name that cannot name a shard).
+    that names no store, a collection name that cannot name a shard, or collection
+    ``settings`` for a store that is not a Qdrant server: shards, replicas and consistency
+    exist only there).
     """
     try:
         where = parse_location(location)
@@ -73,7 +77,11 @@ def open_store(location: str | StoreLocation = DEFAULT_LOCATION,
 
         return ClientStore.connect(where.value, collection, api_key=api_key, timeout=timeout,
                                    page_size=page_size, prefer_grpc=prefer_grpc,
-                                   grpc_port=grpc_port)
+                                   grpc_port=grpc_port, settings=settings)
+    if settings is not None and settings.configured:
+        raise InvalidSpec(f"collection settings ({', '.join(settings.to_dict())}) apply only "
+                          f"to a Qdrant server (an http(s):// URL), not to the store "
+                          f"{where.value}")
     if where.is_memory:
         from flowreg.store.client import ClientStore
 

@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TypeVar
 from flowreg.errors import FlowregError, StoreIncompatible
 from flowreg.flow import Entry, Flow, Snapshot, StoredPoint
 from flowreg.store.digest import digest_point_id, digest_vector
+from flowreg.store.settings import CollectionLayout, CollectionSettings, layout_warnings
 
 DEFAULT_COLLECTION = "flowreg_flows"
 DEFAULT_LOCATION = ".flowreg/qdrant"
@@ -179,8 +180,17 @@ class FlowStore(abc.ABC):
     scroll_filters_by_agent: bool = True
     """False where filtering a scroll costs more than reading other agents' subsets too."""
 
+    settings: CollectionSettings = CollectionSettings()
+    """Applied when this store creates the collection (servers only; see store.settings)."""
+
     def __init__(self) -> None:
         self.stats = StoreStats()
+        self.held: CollectionLayout | None = None
+        """The collection's shards, replicas and tenant index as ``ensure_collection`` last
+        found (or made) them; None on backends without them."""
+        self.warnings: list[str] = []
+        """Where the existing collection differs from ``settings`` (set by
+        ``ensure_collection``); the collection is used as it is."""
 
     # --- backend primitives -------------------------------------------------------------
 
@@ -228,28 +238,58 @@ class FlowStore(abc.ABC):
         """The flowreg error a backend failure means (None: not the store's to explain)."""
         return None
 
+    async def _settle(self) -> None:
+        """Until a collection that another sync has just created serves reads (on a cluster,
+        every shard has an Active replica); a backend without shards returns at once."""
+        return None
+
+    async def _layout(self) -> CollectionLayout | None:
+        """The existing collection's shards, replicas and tenant index (None: a backend with
+        no such settings)."""
+        return None
+
+    async def _read_layout(self) -> CollectionLayout | None:
+        """The layout of the collection whose vector size ``_dimension`` has just read, from
+        what that call returned (no further collection call)."""
+        return None
+
     # --- the seam -----------------------------------------------------------------------
 
     async def ensure_collection(self, dimension: int) -> bool:
         """Create the collection for ``dimension``-long vectors if absent; True if created.
 
-        Raises ``StoreIncompatible`` if it exists with another vector layout.
+        A new collection gets ``settings`` (``InvalidSpec`` before anything is created if they
+        cannot be met, e.g. more replicas than peers); an existing one is used as it is, and
+        ``warnings`` says where it differs from them. Raises ``StoreIncompatible`` if it exists
+        with another vector layout.
         """
         if not await self._call("collection_exists", self._exists()):
             try:
                 await self._call("create_collection", self._create(dimension))
-                return True
             except Exception:
                 # Another sync (of another registry, or another process) created it first.
                 if not await self._call("collection_exists", self._exists()):
                     raise
+                await self._call("collection_cluster_info", self._settle())
+            else:
+                self.held, self.warnings = await self._layout(), []
+                return True
         size = await self._call("get_collection", self._dimension())
         if size != dimension:
             raise StoreIncompatible(
                 f"collection {self.collection!r} holds {size}-dimensional vectors but the "
                 f"embedder makes {dimension}-dimensional ones; use another collection for this "
                 "embedder, or the embedder the collection was made with")
+        self.held = await self._read_layout()
+        self.warnings = [] if self.held is None else layout_warnings(self.held, self.settings)
         return False
+
+    async def layout(self) -> CollectionLayout | None:
+        """The collection's settings as the server holds them (None: absent, or a backend
+        without shards and replicas)."""
+        if not await self.collection_exists():
+            return None
+        return await self._layout()
 
     async def collection_exists(self) -> bool:
         return bool(await self._call("collection_exists", self._exists()))

@@ -8,7 +8,9 @@ Qdrant Edge (``flowreg.store.edge``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,14 @@ from flowreg.store.base import (
     in_use,
     write_call,
 )
+from flowreg.store.settings import (
+    CLUSTER_READ_CONSISTENCY,
+    CLUSTER_WRITE_ORDERING,
+    TENANT_FIELD,
+    CollectionLayout,
+    CollectionSettings,
+    check_peers,
+)
 
 LOCAL_PAGE_SIZE = 50_000  # the emulation re-sorts all ids on every page: few, large pages
 REMOTE_PAGE_SIZE = 2_000
@@ -37,12 +47,16 @@ class ClientStore(FlowStore):
     """Flows in one collection, through qdrant-client's async client."""
 
     def __init__(self, client: AsyncQdrantClient, collection: str, *, local: bool,
-                 location: str = "", page_size: int | None = None) -> None:
+                 location: str = "", page_size: int | None = None,
+                 settings: CollectionSettings | None = None) -> None:
         super().__init__()
         self.client = client
         self.collection = collection
         self.local = local
         self.location = location
+        self.settings = settings or CollectionSettings()
+        self._cluster: tuple[bool, int] | None = None
+        self._info: models.CollectionInfo | None = None
         self.page_size = page_size or (LOCAL_PAGE_SIZE if local else REMOTE_PAGE_SIZE)
         # The emulation evaluates filters in Python on every page, about ten times slower than
         # reading the payload subset of every point; a server filters on its payload index.
@@ -51,13 +65,15 @@ class ClientStore(FlowStore):
     @classmethod
     def connect(cls, url: str, collection: str, *, api_key: str | None = None,
                 timeout: float = 30.0, page_size: int | None = None,
-                prefer_grpc: bool = False, grpc_port: int = 6334) -> ClientStore:
+                prefer_grpc: bool = False, grpc_port: int = 6334,
+                settings: CollectionSettings | None = None) -> ClientStore:
         """A Qdrant server at ``url``; the API key is ``api_key`` or else ``$QDRANT_API_KEY``."""
         key = api_key if api_key is not None else os.environ.get("QDRANT_API_KEY")
         client = AsyncQdrantClient(url=url, api_key=key or None, timeout=int(timeout),
                                    prefer_grpc=prefer_grpc, grpc_port=grpc_port,
                                    check_compatibility=False)
-        return cls(client, collection, local=False, location=url, page_size=page_size)
+        return cls(client, collection, local=False, location=url, page_size=page_size,
+                   settings=settings)
 
     @classmethod
     def emulated(cls, location: str, collection: str, *,
@@ -84,16 +100,94 @@ class ClientStore(FlowStore):
         return bool(await self.client.collection_exists(self.collection))
 
     async def _create(self, dimension: int) -> None:
+        if self.local:  # the emulation has no shards, replicas or indexes
+            await self.client.create_collection(
+                self.collection,
+                vectors_config=models.VectorParams(size=dimension,
+                                                   distance=models.Distance.COSINE))
+            return
+        cluster, peers = await self._cluster_state()
+        check_peers(self.collection, self.settings, peers, cluster)
+        s = self.settings
         await self.client.create_collection(
             self.collection,
-            vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE))
-        if not self.local:  # the emulation has no indexes
-            for name in INDEXED_FIELDS:
-                await self.client.create_payload_index(
-                    self.collection, name, field_schema=models.PayloadSchemaType.KEYWORD)
+            vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+            shard_number=s.shards, replication_factor=s.replication_factor,
+            write_consistency_factor=s.write_consistency_factor)
+        for name in INDEXED_FIELDS:
+            schema: models.PayloadSchemaType | models.KeywordIndexParams = (
+                models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+                if name == TENANT_FIELD else models.PayloadSchemaType.KEYWORD)
+            await self.client.create_payload_index(self.collection, name, field_schema=schema,
+                                                   wait=True, **self._ordering())
+
+    async def _settle(self, wait: float = 30.0) -> None:
+        if self.local or not (await self._cluster_state())[0]:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            info = await self.client.collection_cluster_info(self.collection)
+            active = {s.shard_id for s in [*info.local_shards, *info.remote_shards]
+                      if s.state == models.ReplicaState.ACTIVE}
+            if len(active) >= info.shard_count:
+                return
+            await asyncio.sleep(0.1)
+        # Not settled in time: the reads that follow fail with the server's own error.
+
+    async def _cluster_state(self) -> tuple[bool, int]:
+        """(whether the server is a cluster, how many peers it has), asked once per store."""
+        if self._cluster is None:
+            status = await self._call("cluster_status", self.client.cluster_status())
+            enabled = getattr(status, "status", "disabled") == "enabled"
+            self._cluster = (enabled, len(getattr(status, "peers", None) or {}) or 1)
+        return self._cluster
+
+    async def _read(self) -> dict[str, Any]:
+        """The read consistency to ask for (configured; else majority on a cluster)."""
+        if self.local:
+            return {}
+        rc = self.settings.read_consistency
+        if rc is None and (await self._cluster_state())[0]:
+            rc = CLUSTER_READ_CONSISTENCY
+        if rc is None:
+            return {}
+        return {"consistency": rc if isinstance(rc, int) else models.ReadConsistencyType(rc)}
+
+    def _ordering(self) -> dict[str, Any]:
+        """The write ordering to ask for (configured; else medium on a cluster)."""
+        ordering = self.settings.write_ordering
+        if ordering is None and self._cluster is not None and self._cluster[0]:
+            ordering = CLUSTER_WRITE_ORDERING
+        return {} if ordering is None else {"ordering": models.WriteOrdering(ordering)}
+
+    async def _layout(self) -> CollectionLayout | None:
+        if self.local:
+            return None
+        self._info = await self._call("get_collection",
+                                      self.client.get_collection(self.collection))
+        return await self._layout_of(self._info)
+
+    async def _layout_of(self, info: models.CollectionInfo) -> CollectionLayout:
+        cluster, peers = await self._cluster_state()
+        params = info.config.params
+        index = (info.payload_schema or {}).get(TENANT_FIELD)
+        tenant = bool(index is not None and getattr(index.params, "is_tenant", False))
+        read = (await self._read()).get("consistency")
+        ordering = self._ordering().get("ordering")
+        return CollectionLayout(
+            self.collection, int(params.shard_number or 1), int(params.replication_factor or 1),
+            int(params.write_consistency_factor or 1), tenant, cluster, peers,
+            read.value if isinstance(read, models.ReadConsistencyType) else read,
+            ordering.value if ordering is not None else None)
+
+    async def _read_layout(self) -> CollectionLayout | None:
+        if self.local or self._info is None:
+            return None
+        return await self._layout_of(self._info)
 
     async def _dimension(self) -> int:
         info = await self.client.get_collection(self.collection)
+        self._info = info
         vectors = info.config.params.vectors
         if not isinstance(vectors, models.VectorParams):
             raise StoreIncompatible(
@@ -107,7 +201,7 @@ class ClientStore(FlowStore):
         while True:
             records, offset = await self.client.scroll(
                 self.collection, scroll_filter=scroll_filter, limit=self.page_size,
-                offset=offset, with_payload=fields, with_vectors=False)
+                offset=offset, with_payload=fields, with_vectors=False, **await self._read())
             yield [(str(r.id), r.payload or {}) for r in records]
             if offset is None:
                 return
@@ -116,7 +210,8 @@ class ClientStore(FlowStore):
                         vectors: bool) -> list[tuple[str, dict[str, Any] | None,
                                                      list[float] | None]]:
         records = await self.client.retrieve(self.collection, ids=list(ids),
-                                             with_payload=payload, with_vectors=vectors)
+                                             with_payload=payload, with_vectors=vectors,
+                                             **await self._read())
         return [(str(r.id), r.payload,
                  [float(x) for x in r.vector] if isinstance(r.vector, list) else None)
                 for r in records]
@@ -124,11 +219,13 @@ class ClientStore(FlowStore):
     async def _write(self, writes: Sequence[PointWrite], deletes: Sequence[str]) -> None:
         upserts = [_point(w.id, w.vector, w.payload) for w in writes if w.vector is not None]
         call = write_call(writes, deletes)
+        ordering = self._ordering() if not self.local else {}
         if call == "upsert":
-            await self.client.upsert(self.collection, upserts, wait=True)
+            await self.client.upsert(self.collection, upserts, wait=True, **ordering)
         elif call == "delete":
             await self.client.delete(self.collection,
-                                     models.PointIdsList(points=list(deletes)), wait=True)
+                                     models.PointIdsList(points=list(deletes)), wait=True,
+                                     **ordering)
         else:
             ops: list[models.UpdateOperation] = []
             if upserts:
@@ -141,7 +238,7 @@ class ClientStore(FlowStore):
                 ops.append(models.DeleteOperation(
                     delete=models.PointIdsList(points=list(deletes))))
             await self.client.batch_update_points(self.collection, update_operations=ops,
-                                                  wait=True)
+                                                  wait=True, **ordering)
 
     async def _count(self, scope: Scope | None = None) -> int:
         result = await self.client.count(self.collection, exact=True,
@@ -152,13 +249,14 @@ class ClientStore(FlowStore):
                       limit: int) -> list[ScoredFlow]:
         response = await self.client.query_points(
             self.collection, query=list(vector), limit=limit, with_payload=True,
-            query_filter=_filter(Scope(agent_id)))
+            query_filter=_filter(Scope(agent_id)), **await self._read())
         return [ScoredFlow(str(p.id), float(p.score), p.payload or {}) for p in response.points]
 
     def _map_error(self, exc: Exception) -> FlowregError | None:
         if _is_unavailable(exc):
             where = self.location or "the configured URL"
-            return StoreUnavailable(f"Qdrant at {where} is unavailable: {describe(exc)}")
+            return StoreUnavailable(f"Qdrant at {where} is unavailable for collection "
+                                    f"{self.collection!r}: {_detail(exc)}")
         return None
 
 
@@ -186,6 +284,24 @@ def _point(point_id: str, vector: list[float] | None,
            payload: dict[str, Any]) -> models.PointStruct:
     """A point built without validation (its parts are already known to be well-formed)."""
     return models.PointStruct.model_construct(id=point_id, vector=vector, payload=payload)
+
+
+def _detail(exc: BaseException) -> str:
+    """What Qdrant said went wrong (its error text, e.g. which shard has too few replicas),
+    else the exception's first line."""
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    if isinstance(exc, UnexpectedResponse):
+        with contextlib.suppress(Exception):
+            error = exc.structured()["status"]["error"]
+            return f"{exc.status_code} {exc.reason_phrase}: {error}"[:500]
+    details = getattr(exc, "details", None)
+    if callable(details):
+        with contextlib.suppress(Exception):
+            text = details()
+            if text:
+                return str(text).splitlines()[0][:500]
+    return describe(exc)
 
 
 def _is_unavailable(exc: BaseException) -> bool:
