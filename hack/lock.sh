@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 uv="${UV:-uv}"
 common=(--universal --generate-hashes --python-version 3.10 --no-header --quiet)
 "$uv" pip compile "${common[@]}" pyproject.toml --extra operator -o hack/image/requirements.txt
+# qdrant-client asks for httpx[http2]: pip's --require-hashes treats a requirement with extras
+# as one of its own, and without the extra on the pin it picks the newest httpx, which has no
+# hash here. The pin names the extra (the same files, the same hashes).
+sed -i 's/^httpx==/httpx[http2]==/' hack/image/requirements.txt
 python3 - <<'PY' | "$uv" pip compile "${common[@]}" - -o hack/image/build-requirements.txt
 import tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))

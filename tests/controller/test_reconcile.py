@@ -19,14 +19,6 @@ from tests.support.builders import make_flows, registry_doc
 from tests.support.reconciler import RecordingSink, body_of, ready
 
 
-@pytest.fixture
-async def reconciler():
-    rec = Reconciler(parse_config({"stores": {"default": {"location": ":memory:"}}}),
-                     RecordingSink())
-    yield rec
-    await rec.close()
-
-
 async def test_first_sync_is_ready_with_counts(reconciler):
     body = body_of(make_flows(5))
     outcome = await reconciler.reconcile(body, trigger="change")

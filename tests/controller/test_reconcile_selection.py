@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from flowreg.controller.config import parse_config
-from flowreg.controller.reconcile import Reconciler
 from flowreg.controller.selection import MAX_PAIRS
-from tests.support.reconciler import RecordingSink, body_of, ready
+from tests.support.reconciler import body_of, ready
 
 
 def twins(n: int) -> list[dict]:
@@ -20,14 +16,6 @@ def twins(n: int) -> list[dict]:
     flows.append({"name": "exchange_rate", "description": "Quote the euro to dollar rate",
                   "examples": ["how many yen for a pound", "franc to rupee"]})
     return flows
-
-
-@pytest.fixture
-async def reconciler():
-    rec = Reconciler(parse_config({"stores": {"default": {"location": ":memory:"}}}),
-                     RecordingSink())
-    yield rec
-    await rec.close()
 
 
 async def test_warn_keeps_ready_and_says_it_in_status_and_one_event(reconciler):

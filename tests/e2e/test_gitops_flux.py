@@ -325,7 +325,8 @@ def test_changed_flow_updates_exactly_that_flow(site, kube_api):
     last = billing["status"]["lastSync"]
     assert (last["created"], last["updated"], last["deleted"], last["skipped"]) == (0, 1, 0, 2)
     assert last["names"]["updated"] == ["pay_bill"]
-    assert (last["embeddedTexts"], last["storeWrites"]) == (1, 1)
+    # one text embedded; writes: the digest cleared, one batch, the digest written
+    assert (last["embeddedTexts"], last["storeWrites"]) == (1, 3)
     assert site.flows("billing")["pay_bill"][0] == changed[1]["description"]
     # the other registry was applied again by Flux, unchanged: same generation, no sync
     support = get_registry(kube_api, site.ns, "support")

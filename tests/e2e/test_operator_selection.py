@@ -1,7 +1,8 @@
 """The selection lint in the operator, on the real apiserver: Warn, Block, the CRD's enum.
 
-One operator runs in-process for the module (watching ``flowreg-e2e-*`` namespaces); each test
-gets its own namespace and agent id.
+One operator runs in-process for the module, watching only this module's ``flowreg-lint-*``
+namespaces (registries left by other modules' tests must not add to the embedding calls counted
+here); each test gets its own namespace and agent id.
 """
 
 from __future__ import annotations
@@ -35,9 +36,14 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def operator(crd_installed, kube_api, kubeconfig_path, tmp_path_factory):
     config = write_config(tmp_path_factory.mktemp("operator-selection") / "config.yaml")
-    with InProcessOperator(kubeconfig_path, config, "flowreg-e2e-*") as op:
-        wait_watching(kube_api, "flowreg-e2e")
+    with InProcessOperator(kubeconfig_path, config, "flowreg-lint-*") as op:
+        wait_watching(kube_api, "flowreg-lint")
         yield op
+
+
+@pytest.fixture
+def namespace(namespace_factory) -> str:
+    return namespace_factory("flowreg-lint")
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def _locked(path: Path) -> dict[str, list[tuple[str, str]]]:
         requirement, _, marker = entry.partition(";")
         assert "--hash=sha256:" in entry, f"{path.name}: {requirement} has no hash"
         name, version = requirement.split("--hash", 1)[0].split("==")
-        pins.setdefault(canonicalize_name(name.strip()), []).append(
+        pins.setdefault(canonicalize_name(name.split("[", 1)[0].strip()), []).append(
             (version.strip(), marker.split("--hash", 1)[0].strip()))
     return pins
 
