@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import yaml
 from flowreg.store import open_store
 from flowreg.store.space import MIB, RESERVE, unallocated_bytes
 from tests.support.builders import make_flows, registry_doc
+from tests.support.history import done_so_far
 
 N = 3000
 
@@ -113,18 +113,6 @@ def test_two_applies_started_together_on_a_new_store_both_succeed(tmp_path):
 
 
 # --- SIGINT and SIGTERM ---------------------------------------------------------------------
-
-def done_so_far(history: Path) -> int:
-    """Items done by the running apply once it has planned; -1 before."""
-    if not history.exists():
-        return -1
-    try:
-        with sqlite3.connect(history, timeout=1) as db:
-            row = db.execute("SELECT done, total FROM runs WHERE status = 'running'").fetchone()
-    except sqlite3.OperationalError:
-        return -1
-    return int(row[0]) if row and row[1] else -1
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -144,15 +144,22 @@ def test_the_same_bounds_accept_the_same_values_in_both_shells(capsys):
 
 # --- key variables --------------------------------------------------------------------------
 
+def apply_through(server: EmbeddingServer, store: Path, *flags: str,
+                  unset: str) -> subprocess.CompletedProcess[str]:
+    """``flowreg apply`` of the example through ``server``, with ``$unset`` not set."""
+    env = {k: v for k, v in os.environ.items() if k != unset}
+    return subprocess.run(
+        [sys.executable, "-m", "flowreg.cli.main", "apply", "-f", str(EXAMPLE),
+         "--store", str(store), "--embedder", "openai",
+         "--embedding-url", server.base_url, "--embedding-model", "m", *flags],
+        capture_output=True, text=True, timeout=120, env=env)
+
+
 def test_an_unset_key_variable_is_named_before_any_call(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "FLOWREG_TEST_UNSET_KEY"}
     with EmbeddingServer(dimension=8) as server:
-        result = subprocess.run(
-            [sys.executable, "-m", "flowreg.cli.main", "apply", "-f", str(EXAMPLE),
-             "--store", str(tmp_path / "qdrant"), "--embedder", "openai",
-             "--embedding-url", server.base_url, "--embedding-model", "m",
-             "--embedding-api-key-env", "FLOWREG_TEST_UNSET_KEY"],
-            capture_output=True, text=True, timeout=120, env=env)
+        result = apply_through(server, tmp_path / "qdrant",
+                               "--embedding-api-key-env", "FLOWREG_TEST_UNSET_KEY",
+                               unset="FLOWREG_TEST_UNSET_KEY")
         assert server.requests == 0
     assert result.returncode == 2
     assert "$FLOWREG_TEST_UNSET_KEY is not set" in result.stderr
@@ -160,13 +167,8 @@ def test_an_unset_key_variable_is_named_before_any_call(tmp_path):
 
 
 def test_the_default_key_variable_unset_is_named_and_a_keyless_endpoint_still_works(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     with EmbeddingServer(dimension=8) as server:
-        result = subprocess.run(
-            [sys.executable, "-m", "flowreg.cli.main", "apply", "-f", str(EXAMPLE),
-             "--store", str(tmp_path / "qdrant"), "--embedder", "openai",
-             "--embedding-url", server.base_url, "--embedding-model", "m"],
-            capture_output=True, text=True, timeout=120, env=env)
+        result = apply_through(server, tmp_path / "qdrant", unset="OPENAI_API_KEY")
     assert result.returncode == 0, result.stderr
     assert "warning: $OPENAI_API_KEY is not set" in result.stderr
 

@@ -20,6 +20,7 @@ import yaml
 
 from flowreg.store import open_store
 from tests.support.builders import make_flows, registry_doc
+from tests.support.history import done_so_far
 
 N = 3000
 
@@ -27,18 +28,6 @@ N = 3000
 def apply_cmd(manifest: Path, store: Path) -> list[str]:
     return [sys.executable, "-m", "flowreg.cli.main", "apply", "-f", str(manifest),
             "--store", str(store), "--batch-size", "5", "-o", "json", "--progress", "never"]
-
-
-def done_so_far(history: Path) -> int:
-    """Items done by the running apply once it has planned (its total is known); -1 before."""
-    if not history.exists():
-        return -1
-    try:
-        with sqlite3.connect(history, timeout=1) as db:
-            row = db.execute("SELECT done, total FROM runs WHERE status = 'running'").fetchone()
-    except sqlite3.OperationalError:
-        return -1
-    return int(row[0]) if row and row[1] else -1
 
 
 async def stored(store: Path) -> tuple[int, int, set[str]]:
