@@ -62,8 +62,8 @@ class EngineConfig:
     ``location`` and ``collection`` are as ``open_store`` takes them (with ``api_key``,
     ``timeout``, ``page_size``, ``lock_timeout`` and collection ``settings``); ``embedder`` is
     a configuration for ``make_embedder`` (``None``: the hashing default) or an ``Embedder``
-    the engine then owns;
-    ``history`` is the path of a run-history SQLite file (``None``: no history).
+    the engine then owns; ``history`` is the path of a run-history SQLite file (``None``: no
+    history).
     """
 
     location: str | StoreLocation = DEFAULT_LOCATION
