@@ -60,11 +60,9 @@ GROUPS = {"flowreg_meta": ("checksum", "text_checksum", "embedder"),
           "flowreg_content": ("description", "examples", "conditions", "blueprint")}
 """Keys holding several payload fields as one JSON object (never filtered on)."""
 GROUP_OF = {key: group for group, keys in GROUPS.items() for key in keys}
-_dumps = orjson.dumps
-
-
 FLOW_KEYS = frozenset(("flowreg", "agent_id", "owner", "name", *GROUP_OF))
-"""The keys of a flow's payload (``payload_of``)."""
+"""The keys of a flow's payload (``payload_of``): ``pack`` builds its stored form directly."""
+_dumps = orjson.dumps
 
 
 def pack(payload: Mapping[str, Any]) -> dict[str, Any]:
