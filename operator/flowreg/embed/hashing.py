@@ -14,7 +14,8 @@ into one byte array; numpy finds their words and runs the table-driven CRC-32 ov
 side by side, one byte position per step, then over every adjacent pair (the CRC of ``b"a b"``
 continues the register of ``b"a"`` with a space and ``b"b"``'s bytes). Other texts, and words
 longer than ``LONG_WORD`` bytes, are hashed by ``zlib.crc32`` token by token. The hashes are
-counted into the batch's matrix with one ``numpy.bincount`` and normalised row by row.
+counted into the batch's matrix with one ``numpy.bincount`` and normalised row by row; a row
+of mostly zeros is handed back as a copy of one list of zeros with its other entries set.
 """
 
 from __future__ import annotations
@@ -93,8 +94,7 @@ class HashingEmbedder:
         if empty.any():
             matrix[empty, 0] = 1.0
             norms[empty] = 1.0
-        result: list[list[float]] = (matrix / norms[:, None]).tolist()
-        return result
+        return _as_lists(np, matrix / norms[:, None])
 
     def embed_one(self, text: str) -> list[float]:
         """The vector of one text, token by token: the definition ``embed_many`` computes."""
@@ -120,6 +120,25 @@ class HashingEmbedder:
 
     async def aclose(self) -> None:
         return None
+
+
+def _as_lists(np: Any, matrix: Any) -> list[list[float]]:
+    """The rows of ``matrix`` as lists of floats (``tolist``), cheaper when most are zeros:
+    each row is a copy of one row of zeros with its non-zero entries set."""
+    rows, cols = np.nonzero(matrix)
+    if 2 * len(rows) > matrix.size:
+        dense: list[list[float]] = matrix.tolist()
+        return dense
+    values = matrix[rows, cols].tolist()
+    columns = cols.tolist()
+    bounds = np.searchsorted(rows, np.arange(matrix.shape[0] + 1)).tolist()
+    zeros = [0.0] * matrix.shape[1]
+    out: list[list[float]] = []
+    for start, end in itertools.pairwise(bounds):
+        row = zeros.copy()
+        any(map(row.__setitem__, columns[start:end], values[start:end]))  # sets, returns None
+        out.append(row)
+    return out
 
 
 def _token_hashes(np: Any, tables: _Tables, texts: Sequence[str]) -> tuple[Any, Any]:
