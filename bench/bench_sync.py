@@ -183,9 +183,13 @@ def main() -> None:
             ph = {p["phase"]: p["wall"] for p in edge["phases"]}
             ratio = ph["no-op re-apply"] / ph["floor: bare scroll"]
             calls = next(p["q_calls"] for p in edge["phases"] if p["phase"] == "no-op re-apply")
+            built = ph.get("floor: bare batched upsert, building the points")
             print(f"N={n}: edge first apply {ph['first apply']:.3f} s "
                   f"({ph['first apply'] / ph['floor: bare batched upsert']:.2f}x the bare "
-                  f"batched upsert), no-op {ph['no-op re-apply']:.4f} s in {calls} store "
+                  "batched upsert"
+                  + (f", {ph['first apply'] / built:.2f}x the same building its points"
+                     if built else "")
+                  + f"), no-op {ph['no-op re-apply']:.4f} s in {calls} store "
                   f"calls ({ratio:.2f}x the bare scroll), "
                   "cold open + snapshot "
                   f"{ph['cold open + snapshot (new process)']:.3f} s, peak RSS "

@@ -27,6 +27,7 @@ from bench.measure import Phase, make_embedder, median
 from flowreg.embed.base import CountingEmbedder
 from flowreg.flow import point_id
 from flowreg.store import SNAPSHOT_FIELDS, open_store, payload_of
+from flowreg.store.edge import pack
 from flowreg.sync import SyncEngine
 
 REGISTRIES = 5
@@ -125,6 +126,21 @@ async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
     with Phase("floor: bare batched upsert", counts, emb) as phase:
         for i in range(0, len(points), 100):
             floor.update(q.UpdateOperation.upsert_points(points[i:i + 100]))
+    results.append(phase.result())
+    floor.close()
+    # The same with the points built inside the clock, from the vectors and the payloads as
+    # flowreg stores them on Edge: what any client of Edge pays to hand it its data.
+    ids = [point_id(registry.agent_id, f.name) for f in registry.flows]
+    payloads = [pack(payload_of(f, registry.agent_id, registry.owner, emb.identity))
+                for f in registry.flows]
+    del points
+    floor = q.EdgeShard.create(str(Path(location) / "floor-built"), q.EdgeConfig(
+        vectors=q.EdgeVectorParams(size=384, distance=q.Distance.Cosine)))
+    with Phase("floor: bare batched upsert, building the points", counts, emb) as phase:
+        for i in range(0, len(ids), 100):
+            floor.update(q.UpdateOperation.upsert_points([
+                q.Point(pid, vector, payload) for pid, vector, payload in
+                zip(ids[i:i + 100], vectors[i:i + 100], payloads[i:i + 100], strict=True)]))
     results.append(phase.result())
     floor.close()
     await emb.aclose()

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowreg.embed import HashingEmbedder
+from flowreg.embed.hashing import LONG_WORD
 
 SAMPLES = ["", "Tell the user the current balance.\nWhat's my balance?",
            "ÄÖÜ straße ǅ İstanbul ﬁx — 東京 タワー", "a " * 5000, "!!! ??? ...", "x"]
@@ -61,3 +62,28 @@ def test_any_unicode_batch_equals_the_definition(texts, dim):
     embedder = HashingEmbedder(dim)
     assert packed(embedder.embed_many(texts), dim) == packed(
         [embedder.embed_one(t) for t in texts], dim)
+
+
+ASCII = ["Tell the user the current BALANCE.\nWhat's my balance?", "snake_case_name 42 x1 X1",
+         "  leading and trailing  ", "", "!!!", "a", "The\tquick\r\nbrown fox; the QUICK fox"]
+ASCII_PINNED = "13139a56b3ef384b34a4871a5116a5058dcb2e02400867e2f271c3421b3c810f"
+"""sha256 of the 384-dimensional vectors of ASCII (all hashed side by side), as the
+token-by-token embedder made them."""
+
+
+def test_ascii_batches_hashed_side_by_side_are_the_stored_vectors():
+    embedder = HashingEmbedder(384)
+    batch = embedder.embed_many(ASCII)
+    assert packed(batch, 384) == packed([embedder.embed_one(t) for t in ASCII], 384)
+    assert hashlib.sha256(packed(batch, 384)).hexdigest() == ASCII_PINNED
+
+
+def test_long_words_and_their_pairs_equal_the_definition():
+    long_word = LONG_WORD + 1
+    texts = ["x" * long_word + " hello " + "Y" * (long_word + 7) + " z",
+             "a" * LONG_WORD + " " + "b" * long_word, ("w" * long_word + " ") * 3,
+             "q" * 5000, "short words only", "über " + "u" * 200 + " end"]
+    for dim in (8, 384):
+        embedder = HashingEmbedder(dim)
+        assert packed(embedder.embed_many(texts), dim) == packed(
+            [embedder.embed_one(t) for t in texts], dim)

@@ -10,7 +10,7 @@ import pytest
 from flowreg.embed import HashingEmbedder
 from flowreg.flow import DeclaredFlows, Flow, point_id
 from flowreg.store import open_store, payload_of
-from flowreg.store.edge import pack, unpack
+from flowreg.store.edge import pack, pack_fields, unpack
 from flowreg.sync import SyncEngine
 
 FLOWS = tuple(Flow(f"flow_{i}", f"does {i}", (f"do {i}", "now"), ("signed in",),
@@ -65,3 +65,10 @@ async def test_points_of_an_earlier_release_read_the_same(tmp_path):
         assert payloads[point_id("agent", "flow_1")]["examples"] == ["do 1", "now"]
     finally:
         await store.close()
+
+
+def test_a_flow_payload_is_packed_as_any_payload_is():
+    for flow in FLOWS:
+        payload = payload_of(flow, "agent", "ns/reg", "hashing-v1/384")
+        assert pack(payload) == pack_fields(payload)
+        assert list(pack(payload)) == list(pack_fields(payload))

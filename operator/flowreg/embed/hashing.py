@@ -7,8 +7,15 @@ enough for a flow selector to work in demos and tests; use a real model in produ
 The vectors are exact: every bucket holds an integer count, its square and their sum are exact
 in binary floating point, and the square root and the division are correctly rounded, so the
 vectorised computation here gives bit for bit the vectors of the token-by-token definition
-(``embed_one``) that earlier releases stored. A batch is computed at once: tokens are hashed by
-C-level ``map`` calls, counted with one ``numpy.bincount``, and normalised row by row.
+(``embed_one``) that earlier releases stored, whatever the order the counts are summed in.
+
+A batch is computed at once. ASCII texts (lowercasing and ``\\w`` are then per byte) are joined
+into one byte array; numpy finds their words and runs the table-driven CRC-32 over all words
+side by side, one byte position per step, then over every adjacent pair (the CRC of ``b"a b"``
+continues the register of ``b"a"`` with a space and ``b"b"``'s bytes). Other texts, and words
+longer than ``LONG_WORD`` bytes, are hashed by ``zlib.crc32`` token by token. The hashes are
+counted into the batch's matrix with one ``numpy.bincount`` and normalised row by row; a row
+of mostly zeros is handed back as a copy of one list of zeros with its other entries set.
 """
 
 from __future__ import annotations
@@ -18,11 +25,34 @@ import math
 import re
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _WORD_BYTES = re.compile(rb"\w+")
 _SPACE = b" ".__add__
 _encode = str.encode
+_ASCII_WORD_BYTES = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+"""The ASCII characters ``\\w`` matches (the same for ``str`` and ``bytes`` patterns)."""
+LONG_WORD = 64
+"""Words longer than this (in bytes) are hashed one by one: the side-by-side CRC takes one
+numpy step per byte position of the longest word."""
+_SEPARATOR = "\n"
+"""Joins the ASCII texts of a batch: not a word character, so no word spans two texts."""
+
+
+class _Tables:
+    """The CRC-32 byte table and the ASCII word-character mask, built on first use."""
+
+    def __init__(self, np: Any) -> None:
+        table = np.arange(256, dtype=np.uint32)
+        for _ in range(8):  # the reflected polynomial of zlib's CRC-32
+            table = np.where(table & 1, np.uint32(0xEDB88320) ^ (table >> 1), table >> 1)
+        self.crc = table.astype(np.uint32)
+        self.word = np.zeros(256, dtype=np.int8)
+        self.word[np.frombuffer(_ASCII_WORD_BYTES, dtype=np.uint8)] = 1
+
+
+_tables: _Tables | None = None
 
 
 class HashingEmbedder:
@@ -50,26 +80,11 @@ class HashingEmbedder:
             return []
         import numpy as np  # here: a command that embeds nothing does not pay for the import
 
+        global _tables
+        if _tables is None:
+            _tables = _Tables(np)
         dim = self._dimension
-        words: list[bytes] = []
-        per_text: list[int] = []
-        for text in texts:
-            lowered = text.lower()
-            # On ASCII text, \w of bytes and of str match the same characters.
-            found = _WORD_BYTES.findall(lowered.encode()) if lowered.isascii() \
-                else list(map(_encode, _WORD.findall(lowered)))
-            words += found
-            per_text.append(len(found))
-        crcs = list(map(zlib.crc32, words))
-        # crc32(b"a b") is crc32(b" b") continued from crc32(b"a"): every adjacent pair's CRC,
-        # the pairs across two texts included (dropped below).
-        pairs = list(map(zlib.crc32, map(_SPACE, words[1:]), crcs))
-        n_words = np.asarray(per_text, dtype=np.int64)
-        row_of_word = np.repeat(np.arange(len(texts), dtype=np.int64), n_words)
-        inside = row_of_word[1:] == row_of_word[:-1]  # the pair's two words are one text's
-        h = np.concatenate([np.fromiter(crcs, dtype=np.uint32, count=len(crcs)),
-                            np.fromiter(pairs, dtype=np.uint32, count=len(pairs))[inside]])
-        rows = np.concatenate([row_of_word, row_of_word[1:][inside]])
+        rows, h = _token_hashes(np, _tables, texts)
         signs = np.where(h >> 31, 1.0, -1.0)
         cells = rows * dim + (h % dim).astype(np.int64)
         matrix = np.bincount(cells, weights=signs,
@@ -79,8 +94,7 @@ class HashingEmbedder:
         if empty.any():
             matrix[empty, 0] = 1.0
             norms[empty] = 1.0
-        result: list[list[float]] = (matrix / norms[:, None]).tolist()
-        return result
+        return _as_lists(np, matrix / norms[:, None])
 
     def embed_one(self, text: str) -> list[float]:
         """The vector of one text, token by token: the definition ``embed_many`` computes."""
@@ -106,3 +120,109 @@ class HashingEmbedder:
 
     async def aclose(self) -> None:
         return None
+
+
+def _as_lists(np: Any, matrix: Any) -> list[list[float]]:
+    """The rows of ``matrix`` as lists of floats (``tolist``), cheaper when most are zeros:
+    each row is a copy of one row of zeros with its non-zero entries set."""
+    rows, cols = np.nonzero(matrix)
+    if 2 * len(rows) > matrix.size:
+        dense: list[list[float]] = matrix.tolist()
+        return dense
+    values = matrix[rows, cols].tolist()
+    columns = cols.tolist()
+    bounds = np.searchsorted(rows, np.arange(matrix.shape[0] + 1)).tolist()
+    zeros = [0.0] * matrix.shape[1]
+    out: list[list[float]] = []
+    for start, end in itertools.pairwise(bounds):
+        row = zeros.copy()
+        any(map(row.__setitem__, columns[start:end], values[start:end]))  # sets, returns None
+        out.append(row)
+    return out
+
+
+def _token_hashes(np: Any, tables: _Tables, texts: Sequence[str]) -> tuple[Any, Any]:
+    """(row, CRC-32) of every word and adjacent word pair of each of ``texts`` (row: the
+    text's index), as two numpy arrays of equal length, in no particular order."""
+    ascii_rows = [i for i, text in enumerate(texts) if text.isascii()]
+    parts: list[tuple[Any, Any]] = []
+    if ascii_rows:
+        rows, h = _ascii_hashes(np, tables, [texts[i] for i in ascii_rows])
+        if len(ascii_rows) < len(texts):
+            rows = np.asarray(ascii_rows, dtype=np.int64)[rows]
+        parts.append((rows, h))
+    if len(ascii_rows) < len(texts):
+        chosen = set(ascii_rows)
+        others = [i for i in range(len(texts)) if i not in chosen]
+        rows, h = _unicode_hashes(np, [texts[i] for i in others])
+        parts.append((np.asarray(others, dtype=np.int64)[rows], h))
+    if len(parts) == 1:
+        return parts[0]
+    return (np.concatenate([r for r, _ in parts]), np.concatenate([h for _, h in parts]))
+
+
+def _unicode_hashes(np: Any, texts: Sequence[str]) -> tuple[Any, Any]:
+    """``_token_hashes`` of any texts, token by token (``zlib.crc32`` over C-level maps)."""
+    words: list[bytes] = []
+    per_text: list[int] = []
+    for text in texts:
+        found = list(map(_encode, _WORD.findall(text.lower())))
+        words += found
+        per_text.append(len(found))
+    crcs = list(map(zlib.crc32, words))
+    # crc32(b"a b") is crc32(b" b") continued from crc32(b"a"): every adjacent pair's CRC,
+    # the pairs across two texts included (dropped below).
+    pairs = list(map(zlib.crc32, map(_SPACE, words[1:]), crcs))
+    row_of_word = np.repeat(np.arange(len(texts), dtype=np.int64),
+                            np.asarray(per_text, dtype=np.int64))
+    inside = row_of_word[1:] == row_of_word[:-1]  # the pair's two words are one text's
+    h = np.concatenate([np.fromiter(crcs, dtype=np.uint32, count=len(crcs)),
+                        np.fromiter(pairs, dtype=np.uint32, count=len(pairs))[inside]])
+    return np.concatenate([row_of_word, row_of_word[1:][inside]]), h
+
+
+def _ascii_hashes(np: Any, tables: _Tables, texts: Sequence[str]) -> tuple[Any, Any]:
+    """``_token_hashes`` of ASCII texts, computed side by side over the joined bytes."""
+    data = np.frombuffer(_SEPARATOR.join(texts).lower().encode("ascii"), dtype=np.uint8)
+    edges = np.diff(tables.word[data], prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edges == 1)
+    lengths = np.flatnonzero(edges == -1) - starts
+    sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + len(_SEPARATOR)
+    rows = np.searchsorted(np.cumsum(sizes) - sizes, starts, side="right") - 1
+    crc = tables.crc
+    # Words: the register starts at all ones; the CRC is its complement at the end.
+    words = _crc_registers(np, crc, data, starts, lengths,
+                           np.full(len(starts), 0xFFFFFFFF, dtype=np.uint32))
+    # Pairs of adjacent words of one text: the first word's register, then a space, then
+    # the second word's bytes.
+    first = np.flatnonzero(rows[1:] == rows[:-1])
+    second = first + 1
+    registers = words[first]
+    registers = crc[(registers ^ 0x20) & 0xFF] ^ (registers >> 8)
+    pairs = _crc_registers(np, crc, data, starts[second], lengths[second], registers)
+    return np.concatenate([rows, rows[second]]), ~np.concatenate([words, pairs])
+
+
+def _crc_registers(np: Any, crc: Any, data: Any, starts: Any, lengths: Any,
+                   registers: Any) -> Any:
+    """The CRC-32 registers after running each of ``registers`` over its word's bytes
+    (``data[start:start + length]``); words longer than ``LONG_WORD`` go through zlib."""
+    out = registers.copy()
+    long = np.flatnonzero(lengths > LONG_WORD)
+    for i in long.tolist():
+        start, register = int(starts[i]), int(registers[i])
+        word = data[start:start + int(lengths[i])].tobytes()
+        # zlib continues a CRC: its register is the complement of the CRC so far.
+        out[i] = ~zlib.crc32(word, ~register & 0xFFFFFFFF) & 0xFFFFFFFF
+    short = np.flatnonzero(lengths <= LONG_WORD)
+    if not len(short):
+        return out
+    # Longest first, so that the words still running at byte position j are a prefix.
+    order = short[np.argsort((LONG_WORD - lengths[short]).astype(np.uint8), kind="stable")]
+    begin, run, size = starts[order], out[order], lengths[order]
+    running = np.searchsorted(-size, -np.arange(int(size[0])), side="left").tolist()
+    for j, k in enumerate(running):
+        head = run[:k]
+        run[:k] = crc[(head ^ data[begin[:k] + j]) & 0xFF] ^ (head >> 8)
+    out[order] = run
+    return out
