@@ -96,3 +96,21 @@ def test_a_valid_blueprint_has_no_problems():
 def test_blueprint_problems_name_the_field(change, field, message):
     [problem] = blueprint.check({**BLUEPRINT, **change})
     assert (problem.field, problem.message) == (field, message)
+
+
+_STEP_IDS = st.sampled_from(["a", "b", "c", "d", "end", ""])
+_STEPS = st.lists(st.fixed_dictionaries(
+    {"id": _STEP_IDS, "handler": st.just("h.x")},
+    optional={"next": _STEP_IDS | st.none(), "onError": _STEP_IDS | st.none(),
+              "branches": st.lists(st.fixed_dictionaries({"when": st.just("p.q"),
+                                                          "to": _STEP_IDS}), max_size=2)}),
+    max_size=4)
+BLUEPRINTS = st.fixed_dictionaries(
+    {"version": st.sampled_from([1, 1, 1, 2]), "steps": _STEPS},
+    optional={"entry": _STEP_IDS | st.none()})
+
+
+@given(BLUEPRINTS)
+def test_the_blueprint_checks_fast_path_agrees_with_the_full_check(bp):
+    """``check`` skips the full check for a sound blueprint; it must never hide a problem."""
+    assert blueprint.check(bp) == blueprint.problems_of(bp)
