@@ -22,7 +22,6 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,18 @@ def crd_path() -> Path:
     override = os.environ.get("FLOWREG_CRD")
     if override:
         return Path(override)
+    # The installed package data, or the source tree, found without importlib.resources (which
+    # imports zipfile, tempfile, email...: start-up time of every command); it is asked only
+    # for a package that is not plain files.
+    here = Path(__file__).resolve()
+    for candidate in (here.with_name("crds") / "flowregistry.yaml",
+                      here.parents[2] / "crds" / "flowregistry.yaml"):
+        if candidate.is_file():
+            return candidate
+    from importlib import resources
+
     packaged = resources.files("flowreg").joinpath("crds/flowregistry.yaml")
-    if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "crds" / "flowregistry.yaml"
+    return Path(str(packaged))
 
 
 @functools.lru_cache(maxsize=1)
