@@ -111,8 +111,9 @@ def stages(path: Path, store: str) -> dict[str, float]:
     return out
 
 
-def run(argv: list[str]) -> tuple[float, float]:
-    """Run one process; its wall time (s) and peak RSS (MB). Fails loudly on a non-zero exit."""
+def run(argv: list[str]) -> tuple[float, float, float]:
+    """Run one process; its wall time (s), peak RSS (MB) and CPU time (user + system, s).
+    Fails loudly on a non-zero exit."""
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -121,7 +122,7 @@ def run(argv: list[str]) -> tuple[float, float]:
     stderr = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{stderr[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -149,7 +150,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f} on {os.cpu_count()} CPUs; {args.repeat} runs each; "
           f"{args.flowreg}")
-    print(f"{'flows':>6} {'MB':>5}  {'command':<14} {'median s':>9} {'min s':>7} {'RSS MB':>7}")
+    print(f"{'flows':>6} {'MB':>5}  {'command':<14} {'median s':>9} {'min s':>7} {'RSS MB':>7} "
+          f"{'CPU s':>6}")
     with tempfile.TemporaryDirectory(prefix="flowreg-bench-cli-") as tmp:
         for n in sizes:
             path = Path(tmp) / (f"registry-{n}.yaml" if args.split == 1 else f"registry-{n}")
@@ -168,16 +170,16 @@ def main() -> None:
                 "plan": [args.flowreg, "plan", *sync_args],
                 "apply (no-op)": [args.flowreg, "apply", *sync_args],
             }
-            results: dict[str, list[tuple[float, float]]] = {c: [] for c in COMMANDS}
+            results: dict[str, list[tuple[float, float, float]]] = {c: [] for c in COMMANDS}
             for _ in range(args.repeat):  # interleaved, so that load spikes spread evenly
                 for command in COMMANDS:
                     results[command].append(run(argvs[command]))
             for command in COMMANDS:
                 times = sorted(results[command])
-                median = statistics.median(t for t, _ in times)
-                rss = times[len(times) // 2][1]
+                median = statistics.median(t for t, _, _ in times)
+                _, rss, cpu = times[len(times) // 2]
                 print(f"{n:>6} {size / 2**20:>5.1f}  {command:<14} {median:>9.3f} "
-                      f"{times[0][0]:>7.3f} {rss:>7.0f}")
+                      f"{times[0][0]:>7.3f} {rss:>7.0f} {cpu:>6.2f}")
             started = time.perf_counter()
             out = subprocess.run([args.flowreg, "apply", *sync_args, "-o", "json"],
                                  capture_output=True, text=True, check=True).stdout
