@@ -102,10 +102,10 @@ def _load(paths: Iterable[str | Path], verify_checksums: bool) -> list[Declarati
     for path in files:
         text = documents.read_text(path)
         docs = documents.read_documents(text, str(path))
-        decls, found = _parse_all(docs, verify_checksums, blueprints_seen)
+        decls, found = _parse_all(docs, verify_checksums, blueprints_seen, consume=True)
         if found and not all(doc.located for doc in docs):
             docs = documents.read_documents(text, str(path), located=True)
-            decls, found = _parse_all(docs, verify_checksums, blueprints_seen)
+            decls, found = _parse_all(docs, verify_checksums, blueprints_seen, consume=True)
         count += len(docs)
         declarations.extend(decls)
         problems.extend(found)
@@ -119,13 +119,13 @@ def _load(paths: Iterable[str | Path], verify_checksums: bool) -> list[Declarati
 
 
 def _parse_all(docs: list[Document], verify_checksums: bool,
-               blueprints_seen: dict[bytes, Any] | None = None,
+               blueprints_seen: dict[bytes, Any] | None = None, consume: bool = False,
                ) -> tuple[list[Declaration], list[Problem]]:
     declarations: list[Declaration] = []
     problems: list[Problem] = []
     for doc in docs:
         decl, found = parse_document(doc, verify_checksums=verify_checksums,
-                                     blueprints_seen=blueprints_seen)
+                                     blueprints_seen=blueprints_seen, consume=consume)
         problems.extend(found)
         if decl is not None:
             declarations.append(decl)
@@ -147,13 +147,14 @@ def parse_object(obj: Mapping[str, Any], source: str = "",
 
 
 def parse_document(doc: Document, *, verify_checksums: bool = True, minimums: bool = True,
-                   blueprints_seen: dict[bytes, Any] | None = None,
+                   blueprints_seen: dict[bytes, Any] | None = None, consume: bool = False,
                    ) -> tuple[Declaration | None, list[Problem]]:
     """Check one document against the schema and the rules the schema cannot state.
 
     ``minimums=False`` leaves out the CRD's minimum durations (see ``parse_object``).
     ``blueprints_seen`` (owned by the caller, empty at first) lets documents read together
-    share the check and the object of equal blueprints.
+    share the check and the object of equal blueprints. ``consume=True`` (for a document
+    nothing else holds) empties ``doc.data``'s flow list as the flows are made.
     """
     data = doc.data
     if not isinstance(data, dict):
@@ -182,7 +183,8 @@ def parse_document(doc: Document, *, verify_checksums: bool = True, minimums: bo
     flows: list[Flow] = []
     if blueprints_seen is None:
         blueprints_seen = {}
-    for index, raw in enumerate(spec.get("flows") or []):
+    raws = spec.get("flows") or []
+    for index, raw in enumerate(raws):
         blueprint = raw.get("blueprint")
         bp_problems: list[blueprints.BlueprintProblem] = []
         if blueprint is not None:
@@ -215,6 +217,8 @@ def parse_document(doc: Document, *, verify_checksums: bool = True, minimums: bo
             else:
                 flow.share_checksum()
         flows.append(flow)
+        if consume:  # freed once read (its problems named it): the next flows reuse its memory
+            raws[index] = None
     if problems:
         return None, problems
     guard = spec.get("deletionGuard") or {}
