@@ -40,6 +40,8 @@ def as_read(registry: DeclaredFlows) -> DeclaredFlows:
     ``bench_cli`` times whole processes."""
     for flow in registry.flows:
         flow.content_checksum  # noqa: B018 - computed and cached
+    registry.names  # noqa: B018 - as reading gathers them
+    registry.content_checksums  # noqa: B018
     return registry
 
 

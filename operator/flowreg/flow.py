@@ -158,6 +158,16 @@ class DeclaredFlows:
         """Flows keyed by name (names are unique once a registry is validated)."""
         return {f.name: f for f in self.flows}
 
+    @_cached
+    def names(self) -> tuple[str, ...]:
+        """The flows' names, in declaration order (computed once)."""
+        return tuple([f.name for f in self.flows])
+
+    @_cached
+    def content_checksums(self) -> tuple[str, ...]:
+        """The flows' content checksums, in declaration order (computed once)."""
+        return tuple([f.content_checksum for f in self.flows])
+
 
 class StoredPoint(NamedTuple):
     """What the plan needs to know of a point in the store (no vector, no full payload)."""

@@ -228,7 +228,11 @@ def parse_document(doc: Document, *, verify_checksums: bool = True, minimums: bo
         allow_empty=guard.get("allowEmpty", schema.default(ALLOW_EMPTY_PATH)),
     )
     registry = DeclaredFlows(agent_id=spec["agentId"], owner=f"{namespace}/{meta['name']}",
-                        flows=tuple(flows))
+                             flows=tuple(flows))
+    # What a sync's digest reads of every flow, gathered now while the flows are fresh in
+    # the processor's caches (a no-op sync then reads no flow at all).
+    registry.names  # noqa: B018
+    registry.content_checksums  # noqa: B018
     return Declaration(
         registry=registry, policy=policy, name=meta["name"], namespace=namespace,
         source=doc.source, store=spec["store"], deletion_policy=spec["deletionPolicy"],
