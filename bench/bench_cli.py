@@ -53,13 +53,67 @@ def write_registry(n: int, path: Path, split: int = 1) -> None:
                     "metadata": {"name": name, "namespace": "default"},
                     "spec": {"agentId": registry.agent_id,
                              "deletionGuard": {"maxDeletions": len(flows)}, "flows": flows}}
-        text = yaml.safe_dump(manifest, sort_keys=False, width=100, allow_unicode=True)
+        text = yaml.dump(manifest, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper),
+                         sort_keys=False, width=100, allow_unicode=True)
         target = path / f"{name}.yaml" if split > 1 else path
         target.write_text(text, encoding="utf-8")
 
 
-def run(argv: list[str]) -> tuple[float, float]:
-    """Run one process; its wall time (s) and peak RSS (MB). Fails loudly on a non-zero exit."""
+def stages(path: Path, store: str) -> dict[str, float]:
+    """Where one no-op ``apply`` of ``path`` spends its time, in this process: the imports
+    ``flowreg apply`` makes before reading, reading the files (UTF-8 text), parsing them (YAML),
+    validating (schema, blueprints, checksums), then the engine: opening the store, the
+    registries' no-op syncs, closing. Seconds of wall time each, and the peak RSS (MiB)."""
+    import asyncio
+    import resource
+
+    out: dict[str, float] = {}
+    started = time.perf_counter()
+    import flowreg.cli.main  # noqa: F401 - what the command imports before its work
+    from flowreg import documents, manifest
+    out["imports"] = time.perf_counter() - started
+    files = manifest.manifest_files([path])
+    decls = []
+    seen: dict[bytes, object] = {}
+    out["read"] = out["parse"] = out["validate"] = 0.0
+    for file in files:  # one file at a time, as manifest.load reads them
+        clock = time.perf_counter()
+        text = documents.read_text(file)
+        out["read"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        docs = documents.read_documents(text, str(file))
+        out["parse"] += time.perf_counter() - clock
+        del text
+        clock = time.perf_counter()
+        for doc in docs:
+            decl, problems = manifest.parse_document(doc, blueprints_seen=seen)
+            assert decl is not None and not problems, problems
+            decls.append(decl)
+        out["validate"] += time.perf_counter() - clock
+        del docs
+
+    async def sync() -> None:
+        from flowreg.sync import EngineConfig, SyncEngine
+
+        clock = time.perf_counter()
+        async with SyncEngine.open(EngineConfig(store)) as engine:
+            out["store open"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            for decl in decls:
+                report = await engine.apply(decl.registry, decl.policy)
+                assert report.digest == "matched", report.digest
+            out["no-op syncs"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+        out["store close"] = time.perf_counter() - clock
+
+    asyncio.run(sync())
+    out["peak RSS MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run(argv: list[str]) -> tuple[float, float, float]:
+    """Run one process; its wall time (s), peak RSS (MB) and CPU time (user + system, s).
+    Fails loudly on a non-zero exit."""
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -68,7 +122,7 @@ def run(argv: list[str]) -> tuple[float, float]:
     stderr = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{stderr[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -81,9 +135,13 @@ def main() -> None:
                         help="a Qdrant URL to sync into (key in $QDRANT_API_KEY); default: an "
                              "embedded store in a temporary directory")
     parser.add_argument("--write", nargs=2, metavar=("N", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--stages", nargs=2, metavar=("PATH", "STORE"), help=argparse.SUPPRESS)
     parser.add_argument("--flowreg", default=shutil.which("flowreg", path=str(
         Path(sys.executable).parent)) or "flowreg", help="the flowreg executable")
     args = parser.parse_args()
+    if args.stages:  # in a fresh process of its own, as the command would be
+        print(json.dumps(stages(Path(args.stages[0]), args.stages[1])))
+        return
     if args.write:  # in a child, so that this process stays small (a child's peak RSS
         write_registry(int(args.write[0]), Path(args.write[1]),  # starts from its parent's)
                        args.split)
@@ -92,7 +150,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f} on {os.cpu_count()} CPUs; {args.repeat} runs each; "
           f"{args.flowreg}")
-    print(f"{'flows':>6} {'MB':>5}  {'command':<14} {'median s':>9} {'min s':>7} {'RSS MB':>7}")
+    print(f"{'flows':>6} {'MB':>5}  {'command':<14} {'median s':>9} {'min s':>7} {'RSS MB':>7} "
+          f"{'CPU s':>6}")
     with tempfile.TemporaryDirectory(prefix="flowreg-bench-cli-") as tmp:
         for n in sizes:
             path = Path(tmp) / (f"registry-{n}.yaml" if args.split == 1 else f"registry-{n}")
@@ -111,16 +170,16 @@ def main() -> None:
                 "plan": [args.flowreg, "plan", *sync_args],
                 "apply (no-op)": [args.flowreg, "apply", *sync_args],
             }
-            results: dict[str, list[tuple[float, float]]] = {c: [] for c in COMMANDS}
+            results: dict[str, list[tuple[float, float, float]]] = {c: [] for c in COMMANDS}
             for _ in range(args.repeat):  # interleaved, so that load spikes spread evenly
                 for command in COMMANDS:
                     results[command].append(run(argvs[command]))
             for command in COMMANDS:
                 times = sorted(results[command])
-                median = statistics.median(t for t, _ in times)
-                rss = times[len(times) // 2][1]
+                median = statistics.median(t for t, _, _ in times)
+                _, rss, cpu = times[len(times) // 2]
                 print(f"{n:>6} {size / 2**20:>5.1f}  {command:<14} {median:>9.3f} "
-                      f"{times[0][0]:>7.3f} {rss:>7.0f}")
+                      f"{times[0][0]:>7.3f} {rss:>7.0f} {cpu:>6.2f}")
             started = time.perf_counter()
             out = subprocess.run([args.flowreg, "apply", *sync_args, "-o", "json"],
                                  capture_output=True, text=True, check=True).stdout
@@ -133,6 +192,18 @@ def main() -> None:
                   f"{min(calls)}-{max(calls)}; digests matched: "
                   f"{sum(r.get('digest') == 'matched' for r in reports)}), the rest "
                   f"{wall - engine:.3f} s start-up, imports, reading and validating")
+            if not args.store:  # the stages of one no-op apply, in a process of its own
+                python = str(Path(args.flowreg).parent / "python")
+                if not Path(python).exists():
+                    python = sys.executable
+                bare = min(run([python, "-c", "pass"])[0] for _ in range(3))
+                parts = json.loads(subprocess.run(
+                    [python, "-m", "bench.bench_cli", "--stages", str(path), store],
+                    capture_output=True, text=True, check=True).stdout)
+                print(f"{n:>6} one no-op apply by stage: interpreter start-up {bare:.3f} s, "
+                      + ", ".join(f"{k} {v:.3f} s" for k, v in parts.items()
+                                  if k != "peak RSS MiB")
+                      + f"; peak RSS {parts['peak RSS MiB']:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -190,7 +190,8 @@ def main() -> None:
                   + (f", {ph['first apply'] / built:.2f}x the same building its points"
                      if built else "")
                   + f"), no-op {ph['no-op re-apply']:.4f} s in {calls} store "
-                  f"calls ({ratio:.2f}x the bare scroll), "
+                  f"calls ({ratio:.2f}x the bare scroll; the content checksums of {n} fresh "
+                  f"flows, computed while reading, {ph['reading: content checksums']:.4f} s), "
                   "cold open + snapshot "
                   f"{ph['cold open + snapshot (new process)']:.3f} s, peak RSS "
                   f"{edge['rss_mib']:.0f} MiB")
@@ -216,7 +217,8 @@ def main() -> None:
             print(f"N={n}: {len(runs['no-op re-apply'])} runs of no-op / bare scroll (s): "
                   + ", ".join(f"{a:.3f}/{b:.3f}" for a, b in pairs))
         calls = next(p["q_calls"] for p in fr["phases"] if p["phase"] == "no-op re-apply")
-        line = (f"N={n}: no-op {noop:.4f} s in {calls} Qdrant calls; no-op / bare scroll "
+        line = (f"N={n}: no-op {noop:.4f} s in {calls} Qdrant calls (reading's content "
+                f"checksums {ph['reading: content checksums']:.4f} s); no-op / bare scroll "
                 f"(medians) = {noop / scroll:.2f}x")
         line += f"; first apply / bare upsert = {first / upsert:.2f}x"
         lc = results.get(("langchain", n))

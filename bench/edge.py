@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.flows import change_one_percent, make_registry, split_registry
+from bench.flows import as_read, change_one_percent, make_registry, split_registry
 from bench.measure import Phase, make_embedder, median
 from flowreg.embed.base import CountingEmbedder
 from flowreg.flow import point_id
@@ -70,11 +70,15 @@ async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
     results = [first.result()]
     noops: list[dict[str, Any]] = []
     floors: list[dict[str, Any]] = []
+    readings: list[dict[str, Any]] = []
     shard: Any = store._shard  # the floor reads the engine's own shard, bypassing flowreg
     import qdrant_edge as q
 
     for _ in range(max(1, repeat)):
         registry = make_registry(n)
+        with Phase("reading: content checksums", counts, emb) as phase:
+            as_read(registry)
+        readings.append(phase.result())
         with Phase("no-op re-apply", counts, emb) as phase:
             await engine.apply(registry)
         noops.append(phase.result())
@@ -99,7 +103,8 @@ async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
     registry = change_one_percent(make_registry(n))
     with Phase("1% changed", counts, emb) as phase:
         await engine.apply(registry)
-    results += [{**median(noops), "rss_mib": rss}, phase.result(), median(floors)]
+    results += [{**median(noops), "rss_mib": rss}, phase.result(), median(floors),
+                median(readings)]
     await store.close()
     cold = json.loads(subprocess.run([sys.executable, "-m", "bench.edge_cold", location,
                                       "bench_agent"],

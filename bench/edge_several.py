@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from bench.flows import make_registry, split_registry
+from bench.flows import as_read, make_registry, split_registry
 from bench.measure import peak_rss_mib
 from flowreg.embed import HashingEmbedder
 from flowreg.store import open_store
@@ -20,7 +20,7 @@ from flowreg.sync import SyncEngine
 
 def main(argv: list[str]) -> None:
     location, n, k, only = argv[0], int(argv[1]), int(argv[2]), argv[3] == "one"
-    registries = split_registry(make_registry(n), k)[:1 if only else k]
+    registries = split_registry(as_read(make_registry(n)), k)[:1 if only else k]
     engine = SyncEngine(open_store(location), HashingEmbedder(384))
 
     async def apply_all() -> int:

@@ -40,6 +40,11 @@ class BlueprintProblem:
 
 def check(blueprint: Mapping[str, Any]) -> list[BlueprintProblem]:
     """Every semantic defect of a blueprint whose shape already passed the schema."""
+    return [] if _sound(blueprint) else problems_of(blueprint)
+
+
+def problems_of(blueprint: Mapping[str, Any]) -> list[BlueprintProblem]:
+    """``check`` without its fast path for sound blueprints: the reference it must agree with."""
     problems: list[BlueprintProblem] = []
     version = blueprint.get("version")
     if version not in SUPPORTED_VERSIONS:
@@ -70,6 +75,45 @@ def check(blueprint: Mapping[str, Any]) -> list[BlueprintProblem]:
             problems.append(BlueprintProblem(
                 f"steps[{index}]", f'step "{step["id"]}" is unreachable from "{entry}"'))
     return problems
+
+
+def _sound(blueprint: Mapping[str, Any]) -> bool:
+    """Whether ``blueprint`` has no defect, in one walk from the entry: the common case of
+    ``check``, which runs for every flow of every manifest read. ``False`` means only that the
+    full check must say what is wrong (or that nothing is, e.g. for an unusual shape)."""
+    steps = blueprint.get("steps")
+    if blueprint.get("version") not in SUPPORTED_VERSIONS or not isinstance(steps, list) \
+            or not steps:
+        return False
+    try:
+        by_id = {step["id"]: step for step in steps}
+        if len(by_id) != len(steps) or END in by_id:
+            return False
+        entry = blueprint.get("entry")
+        todo = [entry if entry is not None else steps[0]["id"]]
+        seen: set[Any] = set()
+        add, pop, push, get = seen.add, todo.pop, todo.append, by_id.get
+        while todo:
+            sid = pop()
+            if sid in seen or sid == END:
+                continue
+            step = get(sid)
+            if step is None:  # an unknown step, named by the entry or by a step reached
+                return False
+            add(sid)
+            target = step.get("next")
+            if target is not None:
+                push(target)
+            target = step.get("onError")
+            if target is not None:
+                push(target)
+            branches = step.get("branches")
+            if branches:
+                todo.extend([branch["to"] for branch in branches])
+    except (KeyError, TypeError, AttributeError):  # a shape the schema would have refused
+        return False
+    # Every step reached, so every reference of every step was looked up.
+    return len(seen) == len(by_id)
 
 
 def _references(blueprint: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

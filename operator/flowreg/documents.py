@@ -59,18 +59,20 @@ _SCALARS = (str, int, float, bool, type(None))
 # costs time, never correctness: the located reader is the reference. Each pattern starts with
 # a literal or a small set, so that a search runs at C speed. What the text shows:
 # (searched in the text after a newline, so that a line start is a newline)
-_SLOW_TEXT = tuple(re.compile(p) for p in (
-    r"\n%",                                                  # directives
-    r"&(?<=[ \t\n\[{,]&)[^ \t\r\n,\[\]{}]",                  # anchors
-    r"\*(?<=[ \t\n\[{,]\*)[^ \t\r\n,\[\]{}]",                # aliases
-    r"!(?<=[ \t\n\[{,]!)",                                 # tags (! alone too)
-    r"-[ \t]+[-?][ \t\r\n]",                                  # compact nested blocks: - - x
-    r"\?[ \t]+[-?][ \t\r\n]",
-    r"\?(?<=[ \t\n\[{,]\?)[^ \t\r\n]",                          # ?x: a key in flow (1.1)
-    r":(?<=[ \t\n\[{,]:)[^ \t\r\n]",                            # :x: a value in flow (1.1)
-    r"\n {40}",                                              # deep indentation
-    r"0(?<=[\s\[{,+-]0)[0-9_oObBxX]",                        # 017, 0o17, 0b1, 0X1 (1.1 != 1.2)
+_SLOW_TEXT = tuple((first, re.compile(p)) for first, p in (
+    ("%", r"\n%"),                                          # directives
+    ("&", r"&(?<=[ \t\n\[{,]&)[^ \t\r\n,\[\]{}]"),            # anchors
+    ("*", r"\*(?<=[ \t\n\[{,]\*)[^ \t\r\n,\[\]{}]"),          # aliases
+    ("!", r"!(?<=[ \t\n\[{,]!)"),                           # tags (! alone too)
+    ("-", r"-[ \t]+[-?][ \t\r\n]"),                            # compact nested blocks: - - x
+    ("?", r"\?[ \t]+[-?][ \t\r\n]"),
+    ("?", r"\?(?<=[ \t\n\[{,]\?)[^ \t\r\n]"),                   # ?x: a key in flow (1.1)
+    (":", r":(?<=[ \t\n\[{,]:)[^ \t\r\n]"),                     # :x: a value in flow (1.1)
+    ("\n", r"\n {40}"),                                     # deep indentation
+    ("0", r"0(?<=[\s\[{,+-]0)[0-9_oObBxX]"),                 # 017, 0o17, 0b1, 0X1 (1.1 != 1.2)
 ))
+"""Each pattern with a character every match contains: where ``in`` (a ``memchr``, many times
+faster than a search) does not find it, the pattern is not searched for."""
 _SLOW_UNICODE = re.compile("[\x85\u2028\u2029\ufeff]")   # YAML 1.1 line breaks, BOM
 # ... and what the data shows, encoded as JSON: strings YAML 1.1 reads as another type when
 # they are plain (yes, on, 1_000, 1:20, 0x1f, 2024-01-01, <<, =), floats (1e3 is a string in
@@ -88,7 +90,9 @@ _SLOW_DATA = (
     re.compile(rb"," + _FLOAT),
     re.compile(rb"null(?<=[:\[,]null)(?=[,\]}])"),
 )
-_DOCUMENT_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.MULTILINE)
+_DOCUMENT_MARKER = re.compile(r"\n(?:---|\.\.\.)(?=[ \t\r\n]|$)")
+"""A document marker at the start of a line after the first (searched from its newline: a
+pattern that starts with a literal runs at C speed, ``^`` in multi-line mode does not)."""
 
 
 @dataclass
@@ -165,7 +169,7 @@ def _fast_enough(text: str) -> bool:
     if _yaml_rs is None:
         return False
     lines = "\n" + text + "\n"
-    if any(pattern.search(lines) for pattern in _SLOW_TEXT):
+    if any(first in lines and pattern.search(lines) for first, pattern in _SLOW_TEXT):
         return False
     return text.isascii() or not _SLOW_UNICODE.search(text)
 
@@ -173,8 +177,7 @@ def _fast_enough(text: str) -> bool:
 def _read_fast(text: str, source: str) -> list[Document] | None:
     """Documents read by ``yaml_rs``; ``None`` when it refuses (the located reader will say)."""
     assert _yaml_rs is not None
-    starts = [m.start() for m in _DOCUMENT_MARKER.finditer(text)]
-    bounds = [0, *(s for s in starts if s > 0), len(text)]
+    bounds = [0, *(m.start() + 1 for m in _DOCUMENT_MARKER.finditer(text)), len(text)]
     docs = []
     for begin, end in itertools.pairwise(bounds):
         try:

@@ -97,6 +97,14 @@ class Flow:
             return sha256_of(content)
         return PREFIX + _sha256(encoded).hexdigest()
 
+    def share_checksum(self) -> None:
+        """Hold the declared checksum as the computed one: one string instead of two equal
+        ones (for 50,000 flows, 6 MB). Raises ``ValueError`` if they differ."""
+        if self.checksum != self.content_checksum:
+            raise ValueError(f"flow {self.name!r}: declared checksum {self.checksum} is not "
+                             f"{self.content_checksum}")
+        object.__setattr__(self, "content_checksum", self.checksum)
+
     @_cached
     def embedding_text(self) -> str:
         """The text the embedder sees: the description, then one example a line."""
@@ -149,6 +157,16 @@ class DeclaredFlows:
     def by_name(self) -> dict[str, Flow]:
         """Flows keyed by name (names are unique once a registry is validated)."""
         return {f.name: f for f in self.flows}
+
+    @_cached
+    def names(self) -> tuple[str, ...]:
+        """The flows' names, in declaration order (computed once)."""
+        return tuple([f.name for f in self.flows])
+
+    @_cached
+    def content_checksums(self) -> tuple[str, ...]:
+        """The flows' content checksums, in declaration order (computed once)."""
+        return tuple([f.content_checksum for f in self.flows])
 
 
 class StoredPoint(NamedTuple):

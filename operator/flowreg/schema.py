@@ -22,7 +22,6 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +39,18 @@ def crd_path() -> Path:
     override = os.environ.get("FLOWREG_CRD")
     if override:
         return Path(override)
+    # The installed package data, or the source tree, found without importlib.resources (which
+    # imports zipfile, tempfile, email...: start-up time of every command); it is asked only
+    # for a package that is not plain files.
+    here = Path(__file__).resolve()
+    for candidate in (here.with_name("crds") / "flowregistry.yaml",
+                      here.parents[2] / "crds" / "flowregistry.yaml"):
+        if candidate.is_file():
+            return candidate
+    from importlib import resources
+
     packaged = resources.files("flowreg").joinpath("crds/flowregistry.yaml")
-    if packaged.is_file():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "crds" / "flowregistry.yaml"
+    return Path(str(packaged))
 
 
 @functools.lru_cache(maxsize=1)
@@ -199,7 +206,10 @@ def validate(obj: Any, *, minimums: bool = True) -> list[SchemaError]:
     except (ValueError, TypeError) as exc:  # a value JSON cannot hold (a non-string key...)
         return [SchemaError((), f"not a JSON object: {exc}")]
     for path, keys in compiled.list_maps:
-        for where, items in _at(obj, path[:-1] if path and path[-1] == "*" else path, ()):
+        path = path[:-1] if path and path[-1] == "*" else path
+        if len(keys) == 1 and _unique_keys(_values_at(obj, path), keys[0]):
+            continue  # the common case, without a path built per list
+        for where, items in _at(obj, path, ()):
             if isinstance(items, list):
                 errors.extend(_list_map_duplicates(items, keys, where))
     for path, seconds, text, message in compiled.minimum_durations if minimums else ():
@@ -240,6 +250,31 @@ def _at(obj: Any, path: Path_, where: Path_) -> Iterator[tuple[Path_, Any]]:
                 yield from _at(item, rest, (*where, index))
     elif isinstance(obj, dict) and head in obj:
         yield from _at(obj[head], rest, (*where, head))
+
+
+def _values_at(obj: Any, path: Path_) -> list[Any]:
+    """The values ``_at`` finds, without their paths."""
+    level = [obj]
+    for head in path:
+        if head == "*":
+            level = [item for value in level if isinstance(value, list) for item in value]
+        else:
+            level = [value[head] for value in level if isinstance(value, dict) and head in value]
+    return level
+
+
+def _unique_keys(lists: list[Any], key: str) -> bool:
+    """Whether every list in ``lists`` holds each value of ``key`` at most once (False when
+    unsure: an unhashable value)."""
+    try:
+        for items in lists:
+            if isinstance(items, list) and len(items) > 1:
+                values = {item.get(key) if isinstance(item, dict) else item for item in items}
+                if len(values) != len(items):
+                    return False
+    except TypeError:
+        return False
+    return True
 
 
 def _list_map_duplicates(items: list[Any], keys: tuple[str, ...],

@@ -181,7 +181,7 @@ class SyncEngine:
             if not deep and held is not None and stored_digest(held) == want:
                 await self._checkpoint(Checkpoint(run_id, 0, 0), progress)
                 plan: Plan | None = None
-                report.skipped = [f.name for f in registry.flows]
+                report.skipped = list(registry.names)
                 kept = held.get("kept")
                 report.kept = [str(n) for n in kept] if isinstance(kept, list) else []
                 report.digest = "matched"

@@ -6,7 +6,7 @@ import json
 import uuid
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowreg import blueprint
@@ -96,3 +96,44 @@ def test_a_valid_blueprint_has_no_problems():
 def test_blueprint_problems_name_the_field(change, field, message):
     [problem] = blueprint.check({**BLUEPRINT, **change})
     assert (problem.field, problem.message) == (field, message)
+
+
+_STEP_IDS = st.sampled_from(["a", "b", "c", "d", "end", ""])
+_STEPS = st.lists(st.fixed_dictionaries(
+    {"id": _STEP_IDS, "handler": st.just("h.x")},
+    optional={"next": _STEP_IDS | st.none(), "onError": _STEP_IDS | st.none(),
+              "branches": st.lists(st.fixed_dictionaries({"when": st.just("p.q"),
+                                                          "to": _STEP_IDS}), max_size=2)}),
+    max_size=4)
+BLUEPRINTS = st.fixed_dictionaries(
+    {"version": st.sampled_from([1, 1, 1, 2]), "steps": _STEPS},
+    optional={"entry": _STEP_IDS | st.none()})
+
+
+@settings(deadline=None)  # a law, not a timing: a busy machine must not fail it
+@given(BLUEPRINTS)
+def test_the_blueprint_checks_fast_path_agrees_with_the_full_check(bp):
+    """``check`` skips the full check for a sound blueprint; it must never hide a problem."""
+    assert blueprint.check(bp) == blueprint.problems_of(bp)
+
+
+def test_a_reports_plain_data_is_what_asdict_gives_and_shares_nothing():
+    """``SyncReport.to_dict`` copies name lists without ``asdict``'s per-item walk."""
+    from dataclasses import asdict
+
+    from flowreg.report import SyncReport
+
+    report = SyncReport("a", "ns/r", created=["x"], skipped=[f"f{i}" for i in range(60)],
+                        renamed=[{"from": "a", "to": "b"}],
+                        conflicts=[{"flow": "c", "owner": None}],
+                        resumed={"run_id": "r", "done": 1}, collection={"shards": [1, {"n": 2}]},
+                        warnings=["w"])
+    data = report.to_dict()
+    assert data == {**asdict(report), "changes": 2}
+    data["skipped"].append("more")
+    data["renamed"][0]["to"] = "c"
+    data["collection"]["shards"][1]["n"] = 3
+    assert len(report.skipped) == 60 and report.renamed[0]["to"] == "b"
+    assert report.collection == {"shards": [1, {"n": 2}]}
+    cut = report.to_dict(max_names=50)
+    assert (len(cut["skipped"]), cut["skippedCount"]) == (50, 60)

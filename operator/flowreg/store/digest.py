@@ -51,8 +51,8 @@ def registry_digest(registry: DeclaredFlows, policy: SyncPolicy, embedder: str, 
     h.update(head.encode())
     # In declaration order (reordering flows costs one full comparison, not a sort per sync);
     # names are NUL-free (the schema's pattern), checksums fixed-length.
-    h.update("\x00".join([f.name for f in registry.flows]).encode())
-    h.update("".join([f.content_checksum for f in registry.flows]).encode())
+    h.update("\x00".join(registry.names).encode())
+    h.update("".join(registry.content_checksums).encode())
     return "sha256:" + h.hexdigest()
 
 
