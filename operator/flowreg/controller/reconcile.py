@@ -125,14 +125,24 @@ class Reconciler:
         return self._due(FlowRegistry.of(body))
 
     def _due(self, registry: FlowRegistry) -> bool:
+        wait = self._wait(registry)
+        return wait is not None and wait <= 0
+
+    def next_wait(self, body: Mapping[str, Any]) -> float | None:
+        """Seconds from now until ``body``'s next re-sync is due: ``spec.interval`` after its
+        last sync, or a backoff (2 s doubling up to ``MAX_BACKOFF``) after a transient
+        failure; ``None`` for a registry this process has not synced."""
+        return self._wait(FlowRegistry.of(body))
+
+    def _wait(self, registry: FlowRegistry) -> float | None:
         checked = self._checked.get(registry.uid)
         if checked is None:
-            return False
+            return None
         if checked.transient:
             wait = min(2.0 * 2 ** (checked.failures - 1), MAX_BACKOFF)
         else:
             wait = registry.interval_seconds()
-        return time.monotonic() - checked.at >= wait
+        return checked.at + wait - time.monotonic()
 
     def forget(self, body: Mapping[str, Any]) -> None:
         """Drop what is remembered of a deleted registry."""
