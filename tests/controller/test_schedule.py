@@ -268,3 +268,27 @@ def test_concurrent_syncs_is_configured_within_bounds():
     for bad in (0, 257, 1.5, "many"):
         with pytest.raises(ValueError, match="concurrentSyncs"):
             parse_config({"concurrentSyncs": bad})
+
+
+async def test_a_status_that_cannot_be_written_is_tried_again_soon(setup):
+    reconciler, queue, traced, clock = setup
+    body = fleet_body(4, interval="1h")
+    sink = reconciler.sink
+    real_patch = sink.patch_status
+    refusals = [1]
+
+    async def refusing(body, status):
+        if refusals[0] and "observedGeneration" in status:  # the outcome, not the plan
+            refusals[0] -= 1
+            raise ConnectionError("apiserver unreachable")
+        await real_patch(body, status)
+
+    sink.patch_status = refusing
+    with pytest.raises(ConnectionError):
+        await queue.sync(body, "change")
+    assert queue.scheduled(body) - clock.now <= 10.0  # not an hour later
+    clock.now += 10
+    assert queue.tick_once() == 1
+    await drain(queue, traced)
+    assert sink.patches[-1]["conditions"][0]["reason"] == "Synced"
+    assert 3590 < queue.scheduled(body) - clock.now <= 3600

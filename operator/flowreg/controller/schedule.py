@@ -48,6 +48,9 @@ log = logging.getLogger("flowreg.controller")
 RESUME_SPREAD = 60.0
 """Seconds over which the first re-syncs after a start are spread (at most; less for shorter
 intervals)."""
+ERROR_RETRY = 10.0
+"""Seconds before a registry whose sync raised (its status could not be written) is tried
+again by the clock."""
 URGENT, ROUTINE = 0, 1
 """Queue priorities: a change of the object, and a periodic re-sync."""
 
@@ -204,11 +207,17 @@ class SyncQueue:
     async def _run(self, uid: str, job: _Job) -> Outcome:
         if job.trigger != "drift" or uid not in self._objects:
             self._objects[uid] = _pack(job.body)
-        outcome = await self.reconciler.reconcile(job.body, trigger=job.trigger)
-        if uid in self._objects:  # not deleted meanwhile
-            wait = self.reconciler.next_wait(job.body)
-            if wait is not None:
-                self._schedule(uid, self._clock() + wait)
+        failed = True
+        try:
+            outcome = await self.reconciler.reconcile(job.body, trigger=job.trigger)
+            failed = False
+        finally:
+            if uid in self._objects:  # not deleted meanwhile
+                wait = self.reconciler.next_wait(job.body)
+                if failed:  # e.g. the status could not be written: again soon
+                    wait = min(wait if wait is not None else ERROR_RETRY, ERROR_RETRY)
+                if wait is not None:
+                    self._schedule(uid, self._clock() + wait)
         return outcome
 
     def _schedule(self, uid: str, at: float) -> None:
