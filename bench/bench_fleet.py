@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -146,6 +147,32 @@ class Operator:
         return ops, plain_metric(text, "flowreg_embedded_texts_total"), syncs
 
 
+def pid_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class Others:
+    """CPU seconds of the processes beside the operator: etcd, kube-apiserver, Qdrant."""
+
+    def __init__(self, plane: Any, qdrant: Any) -> None:
+        self.pids = {name: proc.pid for name, proc in plane.processes.items()}
+        if qdrant is not None and qdrant.proc is not None:
+            self.pids["qdrant"] = qdrant.proc.pid
+
+    def cpu(self) -> dict[str, float]:
+        return {name: pid_cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def since(self, before: dict[str, float]) -> str:
+        now = self.cpu()
+        return ", ".join(f"{name} {now[name] - before.get(name, 0.0):.1f} s"
+                         for name in sorted(now))
+
+
 def apiserver_requests(kubectl: Path, kubeconfig: Path) -> Counter[str]:
     """apiserver_request_total by ``VERB resource[/subresource]``."""
     text = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "get", "--raw",
@@ -239,6 +266,7 @@ def main() -> None:
         apply_file(api, REPO / "crds" / "flowregistry.yaml")
         client.CoreV1Api(api).create_namespace(
             client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        others = Others(plane, qdrant)
         operator = Operator(plane.kubeconfig, cfg, work / "operator.log")
         operator.start()
         print(f"# fleet benchmark: {args.registries} registries x {args.flows} flows, "
@@ -251,7 +279,8 @@ def main() -> None:
         bodies = [registry(i, args.flows, args.interval) for i in range(args.registries)]
         req0, (ops0, texts0, _) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
             operator.counters()
-        cpu0 = operator.cpu_seconds()
+        cpu0, others0 = operator.cpu_seconds(), others.cpu()
+        bench_cpu0 = time.process_time()
         lock = threading.Lock()
         last_accepted = [0.0]
         objects = client.CustomObjectsApi(api)
@@ -264,7 +293,8 @@ def main() -> None:
         spy = None
         if args.py_spy is not None:
             assert operator.proc is not None
-            spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "50",
+            spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            spy = subprocess.Popen([spy_bin, "record", "--format", "raw", "--rate", "50",
                                     "--nonblocking", "-o", str(args.py_spy),
                                     "--pid", str(operator.proc.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -302,7 +332,8 @@ def main() -> None:
               f"{all_ready_at - started:.1f} s after the first create")
         print(f"fleet: operator peak RSS {operator.peak_rss_mib():.0f} MiB, CPU "
               f"{operator.cpu_seconds() - cpu0:.1f} s, embedded texts {texts1 - texts0:.0f}, "
-              f"syncs {syncs1:.0f}")
+              f"syncs {syncs1:.0f}; CPU beside it: {others.since(others0)}, this benchmark's "
+              f"clients {time.process_time() - bench_cpu0:.1f} s")
         print(f"fleet: apiserver requests per registry {sum(requests.values()) / n:.2f} ("
               + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(requests.items()))
               + "; the benchmark's own creates and lists excluded, kube-apiserver's own "
@@ -313,7 +344,7 @@ def main() -> None:
         # --- phase 2: steady state (timers only: no interval is due) ----------------------
         req2, (ops2, _, syncs2) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
             operator.counters()
-        cpu2 = operator.cpu_seconds()
+        cpu2, others2 = operator.cpu_seconds(), others.cpu()
         time.sleep(args.steady_seconds)
         cpu3 = operator.cpu_seconds()
         req3, (ops3, _, syncs3) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
@@ -327,7 +358,8 @@ def main() -> None:
               f"{sum(steady_ops.values())} ({sum(steady_ops.values()) / n:.2f} per registry: "
               + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(steady_ops.items()))
               + f"), status patches {steady_requests['PATCH flowregistries/status']}, "
-              f"apiserver requests {sum(steady_requests.values())}")
+              f"apiserver requests {sum(steady_requests.values())}; CPU beside it: "
+              f"{others.since(others2)}")
 
         # --- phase 3: restart over the existing fleet ------------------------------------
         operator.stop()

@@ -243,6 +243,7 @@ class Reconciler:
                     self._findings[registry.uid] = await self.selection.check(
                         registry.uid, selection.mode_of(registry.spec), engine, decl.registry)
                 finally:
+                    await writer.finish()
                     self.metrics.operations_since(calls, Counter())
             if deep:
                 self.deep.done(registry.uid)
@@ -318,36 +319,77 @@ class Reconciler:
 
 
 class _ProgressWriter:
-    """Writes ``status.progress`` (the engine's checkpoint) at most every few seconds."""
+    """Says in status that a sync is under way, once it has run ``every`` seconds.
+
+    From the plan on, a sync that is still running ``every`` seconds later writes
+    ``Reconciling=True`` (reason ``Progressing``) with ``status.progress`` (the engine's last
+    checkpoint), then ``status.progress`` at most every ``every`` seconds. A sync that ends
+    sooner writes only its outcome: one status write instead of two for the many small syncs
+    of a fleet, and nothing a watcher could have seen is lost (the outcome follows at once).
+    """
 
     def __init__(self, sink: Sink, registry: FlowRegistry, every: float) -> None:
         self.sink, self.registry, self.every = sink, registry, every
         self.body = registry.body
         self.last = 0.0
+        self.shown = False
+        self._progress: dict[str, Any] | None = None
+        self._outcome: Outcome | None = None
+        self._later: asyncio.Task[None] | None = None
+        self._writing = False
 
     async def planned(self, plan: Plan) -> None:
         if plan.is_noop:
             return
-        generation = self.registry.generation
         previous = self.registry.status.get("conditions") or []
         ready = any(c.get("type") == READY and c.get("status") == "True" for c in previous)
-        outcome = Outcome(ready, PROGRESSING,
-                          f"applying {plan.change_count} change(s) "
-                          f"({plan.embed_count} to embed)", reconciling=True)
-        await self.sink.patch_status(self.body, {
-            "conditions": conditions(outcome, generation, previous),
-            "progress": {"done": 0, "total": plan.change_count},
-        })
-        self.last = time.monotonic()
+        self._outcome = Outcome(ready, PROGRESSING,
+                                f"applying {plan.change_count} change(s) "
+                                f"({plan.embed_count} to embed)", reconciling=True)
+        self._progress = {"done": 0, "total": plan.change_count}
+        self._later = asyncio.create_task(self._show_later())
+
+    async def _show_later(self) -> None:
+        await asyncio.sleep(self.every)
+        assert self._outcome is not None
+        self._writing = True
+        try:
+            await self.sink.patch_status(self.body, {
+                "conditions": conditions(self._outcome, self.registry.generation,
+                                         self.registry.status.get("conditions") or []),
+                "progress": self._progress,
+            })
+            self.shown = True
+            self.last = time.monotonic()
+        finally:
+            self._writing = False
 
     async def progress(self, checkpoint: Checkpoint) -> None:
         if checkpoint.total == 0 or checkpoint.done >= checkpoint.total:
             return
-        if time.monotonic() - self.last < self.every:
+        self._progress = {"runId": checkpoint.run_id, "done": checkpoint.done,
+                          "total": checkpoint.total}
+        if not self.shown or time.monotonic() - self.last < self.every:
             return
         self.last = time.monotonic()
-        await self.sink.patch_status(self.body, {"progress": {
-            "runId": checkpoint.run_id, "done": checkpoint.done, "total": checkpoint.total}})
+        await self.sink.patch_status(self.body, {"progress": self._progress})
+
+    async def finish(self) -> None:
+        """The sync has ended: no progress is written after this returns (a write under way
+        is awaited, so the outcome written next is the last word)."""
+        later, self._later = self._later, None
+        if later is None:
+            return
+        if not self._writing:
+            later.cancel()
+        try:
+            await later
+        except asyncio.CancelledError:
+            if not later.cancelled():
+                raise
+        except Exception as exc:  # the outcome is written next; say why this was not
+            log.info("progress of %s/%s not written: %s", self.registry.namespace,
+                     self.registry.name, exc)
 
 
 def _drift(registry: FlowRegistry, status: Mapping[str, Any]) -> bool:
