@@ -241,7 +241,8 @@ class Reconciler:
                     report = await engine.apply(decl.registry, decl.policy, deep=deep,
                                                 progress=writer.progress, on_plan=writer.planned)
                     self._findings[registry.uid] = await self.selection.check(
-                        registry.uid, selection.mode_of(registry.spec), engine, decl.registry)
+                        registry.uid, selection.mode_of(registry.spec), engine, decl.registry,
+                        _lint_written(registry, report))
                 finally:
                     await writer.finish()
                     self.metrics.operations_since(calls, Counter())
@@ -390,6 +391,19 @@ class _ProgressWriter:
         except Exception as exc:  # the outcome is written next; say why this was not
             log.info("progress of %s/%s not written: %s", self.registry.namespace,
                      self.registry.name, exc)
+
+
+def _lint_written(registry: FlowRegistry, report: SyncReport) -> Mapping[str, Any] | None:
+    """``status.selectionLint`` (``{}`` if absent) when it judged the flows the store holds now:
+    the digest matched (the stored flows are those of the sync that wrote it) and the status is
+    that sync's outcome at this generation. ``None`` otherwise."""
+    status = registry.status
+    if report.digest != "matched" or status.get("observedGeneration") != registry.generation:
+        return None
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})
+    if ready.get("reason") not in (SYNCED, selection.REASON):
+        return None
+    return status.get("selectionLint") or {}
 
 
 def _drift(registry: FlowRegistry, status: Mapping[str, Any]) -> bool:
