@@ -189,6 +189,10 @@ class SyncQueue:
             self.syncs_started += 1
             try:
                 outcome = await self._run(uid, job)
+            except asyncio.CancelledError:  # stopped: nobody waits for this sync any more
+                for waiter in job.waiters:
+                    waiter.cancel()
+                raise
             except Exception as exc:  # the reconciler says failures in status; a defect here
                 log.exception("sync of %s failed unexpectedly", uid)
                 for waiter in job.waiters:
