@@ -173,10 +173,13 @@ class Others:
                          for name in sorted(now))
 
 
-def apiserver_requests(kubectl: Path, kubeconfig: Path) -> Counter[str]:
+def apiserver_requests(api: Any) -> Counter[str]:
     """apiserver_request_total by ``VERB resource[/subresource]``."""
-    text = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "get", "--raw",
-                           "/metrics"], capture_output=True, text=True, check=True).stdout
+    method, url, headers, body, _ = api.param_serialize("GET", "/metrics",
+                                                        auth_settings=["BearerToken"])
+    response = api.call_api(method, url, header_params=headers, body=body)
+    response.read()
+    text = response.data.decode()
     out: Counter[str] = Counter()
     for labels, value in samples(text, "apiserver_request_total").items():
         d = dict(labels)
@@ -277,7 +280,7 @@ def main() -> None:
 
         # --- phase 1: the fleet, created at once -----------------------------------------
         bodies = [registry(i, args.flows, args.interval) for i in range(args.registries)]
-        req0, (ops0, texts0, _) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
+        req0, (ops0, texts0, _) = apiserver_requests(api), \
             operator.counters()
         cpu0, others0 = operator.cpu_seconds(), others.cpu()
         bench_cpu0 = time.process_time()
@@ -319,7 +322,7 @@ def main() -> None:
         if ready != args.registries:
             raise SystemExit(f"only {ready} of {args.registries} Ready in {args.timeout} s")
         time.sleep(2)  # the last status patches and events land
-        req1, (ops1, texts1, syncs1) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
+        req1, (ops1, texts1, syncs1) = apiserver_requests(api), \
             operator.counters()
         requests = delta(req1, req0)
         requests["POST flowregistries"] -= args.registries  # ours
@@ -342,12 +345,12 @@ def main() -> None:
               + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(ops.items())) + ")")
 
         # --- phase 2: steady state (timers only: no interval is due) ----------------------
-        req2, (ops2, _, syncs2) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
+        req2, (ops2, _, syncs2) = apiserver_requests(api), \
             operator.counters()
         cpu2, others2 = operator.cpu_seconds(), others.cpu()
         time.sleep(args.steady_seconds)
         cpu3 = operator.cpu_seconds()
-        req3, (ops3, _, syncs3) = apiserver_requests(plane.kubectl, plane.kubeconfig), \
+        req3, (ops3, _, syncs3) = apiserver_requests(api), \
             operator.counters()
         timer_cpu = (cpu3 - cpu2) / args.steady_seconds
         steady_requests = delta(req3, req2)
@@ -363,7 +366,7 @@ def main() -> None:
 
         # --- phase 3: restart over the existing fleet ------------------------------------
         operator.stop()
-        req4 = apiserver_requests(plane.kubectl, plane.kubeconfig)
+        req4 = apiserver_requests(api)
         restarted = time.monotonic()
         operator.start()  # a new process: its counters and CPU start from zero
         ops4: Counter[str] = Counter()
@@ -381,7 +384,7 @@ def main() -> None:
         resumed_in = time.monotonic() - restarted
         cpu5 = operator.cpu_seconds()
         time.sleep(2)
-        req5 = apiserver_requests(plane.kubectl, plane.kubeconfig)
+        req5 = apiserver_requests(api)
         restart_ops = delta(ops5, ops4)
         restart_requests = delta(req5, req4)
         first = next((t for t, s in timeline if s > 0), resumed_in)
