@@ -305,16 +305,26 @@ def main() -> None:
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(create, bodies))
         created_in = last_accepted[0] - started
-        ready_then, _ = all_ready(api)
+        ready_then = operator.counters()[2]
         lists = 0
         deadline = time.monotonic() + args.timeout
         ready = 0
+        synced_at = None
         while time.monotonic() < deadline:
-            ready, total = all_ready(api)
-            lists += 1
-            if ready == total == args.registries:
-                break
-            time.sleep(0.5)
+            # the operator's syncs counter first (cheap); the list (13 MB at 2,000 x 20) only
+            # once it says every registry has been synced
+            if operator.counters()[2] >= args.registries:
+                synced_at = synced_at or time.monotonic()
+                try:
+                    ready, total = all_ready(api)
+                except Exception as exc:  # a list cut short by a busy apiserver: again
+                    print(f"# list failed ({type(exc).__name__}); again", flush=True)
+                    continue
+                finally:
+                    lists += 1
+                if ready == total == args.registries:
+                    break
+            time.sleep(0.25)
         all_ready_at = time.monotonic()
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -330,8 +340,11 @@ def main() -> None:
         requests = Counter({k: v for k, v in requests.items() if v > 0})
         ops = delta(ops1, ops0)
         n = args.registries
-        print(f"fleet: {n} objects accepted in {created_in:.1f} s ({ready_then} Ready by then); "
-              f"all Ready {all_ready_at - last_accepted[0]:.1f} s after the last was accepted, "
+        print(f"fleet: {n} objects accepted in {created_in:.1f} s ({ready_then:.0f} synced by "
+              f"then); "
+              f"all Ready {all_ready_at - last_accepted[0]:.1f} s after the last was accepted "
+              f"(all synced {(synced_at or all_ready_at) - last_accepted[0]:.1f} s after it, by "
+              f"the operator's counter; the rest is the list that confirms it), "
               f"{all_ready_at - started:.1f} s after the first create")
         print(f"fleet: operator peak RSS {operator.peak_rss_mib():.0f} MiB, CPU "
               f"{operator.cpu_seconds() - cpu0:.1f} s, embedded texts {texts1 - texts0:.0f}, "
