@@ -40,6 +40,7 @@ from flowreg.schema import GROUP, PLURAL, VERSION
 log = logging.getLogger("flowreg.controller")
 PREFIX = GROUP
 DEFAULT_PEERING_LIFETIME = 60
+CONSISTENCY_TIMEOUT = 60.0
 
 
 def operator_memo(config: OperatorConfig, *, peering_clusterwide: bool = False,
@@ -91,6 +92,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = DigestDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
+    # kopf waits this long for its own patch to come back on the watch before it handles the
+    # object again; a watch lagging more than kopf's 5 s (a busy apiserver, thousands of
+    # objects created at once) made it run the create handler a second time on the old object.
+    settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT
     settings.peering.clusterwide = bool(memo.get("peering_clusterwide"))
     settings.peering.lifetime = int(memo.get("peering_lifetime", DEFAULT_PEERING_LIFETIME))
     config = memo.get("config")
