@@ -73,11 +73,16 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
     def build(self, *, body: kopf.Body,
               extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        essence: Any = super().build(body=body, extra_fields=extra_fields)
-        spec = essence.get("spec")
-        if isinstance(spec, dict) and "flows" in spec:
-            spec["flowsDigest"] = sha256_of(spec.pop("flows"))
-        return essence  # type: ignore[no-any-return]
+        # kopf deep-copies what it is given: give it the object without its flows (and without
+        # its status, which the essence leaves out), not the whole object, at every event.
+        raw = {k: v for k, v in body.items() if k != "status" or extra_fields}
+        spec = raw.get("spec")
+        if isinstance(spec, Mapping) and "flows" in spec:
+            spec = dict(spec)
+            flows = spec.pop("flows")
+            spec["flowsDigest"] = sha256_of(flows)
+            raw["spec"] = spec
+        return super().build(body=kopf.Body(raw), extra_fields=extra_fields)
 
 
 def authenticate(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
