@@ -294,12 +294,13 @@ class Reconciler:
                 patch["lastSync"] = sync_summary(report, self.config.max_status_names)
             findings = self._findings.get(registry.uid)
             patch["selectionLint"] = findings.status() if findings is not None else None
+        # The Events first: whoever sees the new status finds them posted.
+        await self._events(registry, status, outcome, report)
         if (report is not None and report.change_count) or any(
                 status.get(k) != v for k, v in patch.items()):
             await self.sink.patch_status(body, patch)
             self._written[registry.uid] = {k: v for k, v in {**status, **patch}.items()
                                            if v is not None}
-        await self._events(registry, status, outcome, report)
 
     async def _events(self, registry: FlowRegistry, status: Mapping[str, Any],
                       outcome: Outcome, report: SyncReport | None) -> None:
