@@ -300,3 +300,36 @@ def test_deep_check_interval_is_configured():
     assert parse_config({"deepCheckInterval": "6h"}).deep_check_seconds == 21600.0
     with pytest.raises(ValueError, match="deepCheckInterval"):
         parse_config({"deepCheckInterval": "0s"})
+
+
+async def test_a_quick_sync_writes_its_outcome_only_and_a_slow_one_says_it_is_under_way():
+    rec = Reconciler(parse_config({"progressEverySeconds": 0.1}), RecordingSink())
+    try:
+        quick = body_of(make_flows(5))
+        await rec.reconcile(quick, trigger="change")
+        assert len(rec.sink.patches) == 1  # no "Progressing" for a sync shorter than 0.1 s
+        assert ready(quick)["reason"] == "Synced"
+
+        embedder = rec.engines["default"].embedder.inner
+        embed = embedder.embed
+
+        async def slow(texts):
+            await asyncio.sleep(0.5)
+            return await embed(texts)
+
+        embedder.embed = slow
+        changed = copy.deepcopy(quick)
+        changed["spec"]["flows"][0]["description"] = "A new description."
+        changed["metadata"]["generation"] = 2
+        await rec.reconcile(changed, trigger="change")
+        under_way, outcome = rec.sink.patches[1], rec.sink.patches[-1]
+        reasons = {c["type"]: c["reason"] for c in under_way["conditions"]}
+        assert reasons == {"Ready": "Progressing", "Reconciling": "Progressing"}
+        assert under_way["progress"]["total"] == 1
+        assert outcome["progress"] is None and outcome["observedGeneration"] == 2
+        written = len(rec.sink.patches)
+        await asyncio.sleep(0.3)
+        assert len(rec.sink.patches) == written  # nothing after the outcome
+        assert [c["type"] for c in changed["status"]["conditions"]] == ["Ready"]
+    finally:
+        await rec.close()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
+
+from flowreg.controller.reconcile import Reconciler
 from flowreg.controller.selection import MAX_PAIRS
-from tests.support.reconciler import body_of, ready
+from tests.support.reconciler import RecordingSink, body_of, ready
 
 
 def twins(n: int) -> list[dict]:
@@ -87,3 +92,40 @@ async def test_an_unknown_mode_is_invalid(reconciler):
     body = body_of(twins(1), selectionLint="Off")
     outcome = await reconciler.reconcile(body, trigger="change")
     assert outcome.reason == "InvalidSpec" and "selectionLint" in outcome.message
+
+
+@pytest.mark.parametrize("mode", ["Warn", "Block"])
+async def test_after_a_restart_an_unchanged_registry_keeps_its_findings_and_reads_no_vectors(
+        reconciler, mode):
+    body = body_of(twins(2), selectionLint=mode)
+    await reconciler.reconcile(body, trigger="change")
+    engine = reconciler.engines["default"]
+    written = copy.deepcopy(body["status"])
+    assert written["selectionLint"]["count"] == 2
+
+    restarted = Reconciler(reconciler.config, RecordingSink())  # a new operator process
+    restarted.engines = reconciler.engines
+    calls = dict(engine.store.stats.calls)
+    await restarted.reconcile(body, trigger="resume")
+    made = {k: v - calls.get(k, 0) for k, v in engine.store.stats.calls.items()}
+    assert made.get("retrieve", 0) == 0 and sum(made.values()) <= 3
+    assert body["status"] == written and restarted.sink.patches == []
+    assert restarted.sink.events == []  # the warning is not said again
+
+    flows = twins(2)[:-2] + twins(2)[-1:]  # the second pair gone
+    changed = body_of(flows, generation=2, selectionLint=mode)
+    changed["status"] = copy.deepcopy(written)
+    await restarted.reconcile(changed, trigger="change")
+    assert changed["status"]["selectionLint"]["count"] == 1  # judged again: it changed
+
+
+async def test_a_status_judged_at_another_threshold_is_judged_again(reconciler):
+    body = body_of(twins(1))
+    await reconciler.reconcile(body, trigger="change")
+    body["status"]["selectionLint"]["threshold"] = 0.5
+    restarted = Reconciler(reconciler.config, RecordingSink())
+    restarted.engines = reconciler.engines
+    retrieves = reconciler.engines["default"].store.stats.calls["retrieve"]
+    await restarted.reconcile(body, trigger="resume")
+    assert reconciler.engines["default"].store.stats.calls["retrieve"] == retrieves + 1
+    assert body["status"]["selectionLint"]["threshold"] != 0.5

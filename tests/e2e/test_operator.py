@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -309,6 +310,49 @@ def test_a_two_thousand_flow_registry_reconciles(operator, kube_api, namespace, 
     annotations = obj["metadata"].get("annotations") or {}
     assert sum(len(v) for v in annotations.values()) < 10_000
     assert len(yaml.safe_dump(obj["status"])) < 4096
+
+
+def test_a_burst_of_registries_is_synced_once_each_with_one_status_write_and_bounded_syncs(
+        operator, kube_api, namespace):
+    """Forty registries created at once: each one synced once, Ready after one status write
+    (a quick sync writes its outcome alone), never more syncs at once than concurrentSyncs."""
+    reconciler = operator.memo["reconciler"]
+    queue = operator.memo["queue"]
+    writes: dict[str, int] = {}
+    syncs: dict[str, int] = {}
+    running = [0, 0]  # now, most
+    patch, reconcile = reconciler.sink.patch_status, reconciler.reconcile
+
+    async def counted_patch(body, status):
+        if body["metadata"]["namespace"] == namespace:
+            writes[body["metadata"]["name"]] = writes.get(body["metadata"]["name"], 0) + 1
+        await patch(body, status)
+
+    async def counted_reconcile(body, *, trigger):
+        if body["metadata"]["namespace"] == namespace:
+            syncs[body["metadata"]["name"]] = syncs.get(body["metadata"]["name"], 0) + 1
+        running[0] += 1
+        running[1] = max(running)
+        try:
+            return await reconcile(body, trigger=trigger)
+        finally:
+            running[0] -= 1
+
+    reconciler.sink.patch_status, reconciler.reconcile = counted_patch, counted_reconcile
+    names = [f"burst-{i:02d}" for i in range(40)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: create(kube_api, registry(
+                namespace, names[i], f"burst_{namespace[-8:]}_{i}", make_flows(5))),
+                range(len(names))))
+        for name in names:
+            wait_ready(kube_api, namespace, name)
+        time.sleep(1)  # any second write would land now
+    finally:
+        reconciler.sink.patch_status, reconciler.reconcile = patch, reconcile
+    assert syncs == dict.fromkeys(names, 1)
+    assert writes == dict.fromkeys(names, 1)
+    assert 1 <= running[1] <= queue.workers == operator.config.concurrent_syncs
 
 
 @pytest.mark.slow

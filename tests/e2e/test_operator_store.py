@@ -69,14 +69,15 @@ def test_an_embedded_store_is_named_in_the_log_and_outlives_the_process(
         said = [m for _, m in log_messages(proc.log) if m.startswith("store 'default'")]
         assert said == [f"store 'default': embedded directory {store_dir}, collection "
                         "flowreg_flows"]
-        create(kube_api, registry(namespace, "kept", agent, make_flows(5)))
+        create(kube_api, registry(namespace, "kept", agent, make_flows(5), interval="10s"))
         wait_ready(kube_api, namespace, "kept")
         proc.stop()
         assert points_held(str(store_dir), agent) == (5, 5)
 
-        proc.start()  # the resumed registry finds its flows: nothing to write or embed
+        proc.start()  # Ready at its generation: re-synced within its interval, not at once
         proc.wait_alive()
-        metrics = wait_metric(proc, "flowreg_syncs_total", 1.0)
+        metrics = wait_metric(proc, "flowreg_syncs_total", 1.0)  # finds its flows:
+        # nothing to write or embed
         assert metric_value(metrics, "flowreg_embedded_texts_total") in (None, 0.0)
         assert metric_value(metrics, "flowreg_flow_changes_total") in (None, 0.0)
     finally:

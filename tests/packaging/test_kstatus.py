@@ -11,6 +11,7 @@ class flowreg has. The verdicts come from cli-utils' ``status.Compute`` run by h
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import subprocess
@@ -55,8 +56,8 @@ def written(outcome: Outcome, generation: int = 2, observed: int = 2) -> dict[st
 
 async def real_statuses() -> dict[str, dict[str, Any]]:
     """Statuses written by the real reconciler on an in-memory store, by case."""
-    rec = Reconciler(parse_config({"stores": {"default": {"location": ":memory:"}}}),
-                     RecordingSink())
+    rec = Reconciler(parse_config({"stores": {"default": {"location": ":memory:"}},
+                                   "progressEverySeconds": 0.1}), RecordingSink())
     out: dict[str, dict[str, Any]] = {}
     try:
         synced = body_of(make_flows(5))
@@ -67,7 +68,16 @@ async def real_statuses() -> dict[str, dict[str, Any]]:
         changed = copy.deepcopy(synced)
         changed["spec"]["flows"][0]["description"] = "A new description."
         changed["metadata"]["generation"] = 2
+        embedder = rec.engines["default"].embedder.inner
+        embed = embedder.embed
+
+        async def slow(texts: list[str]) -> list[list[float]]:
+            await asyncio.sleep(0.5)  # longer than progressEverySeconds: progress is shown
+            return await embed(texts)
+
+        embedder.embed = slow
         await rec.reconcile(changed, trigger="change")
+        embedder.embed = embed
         planned = copy.deepcopy(synced)
         planned["metadata"]["generation"] = 2
         planned["status"].update(rec.sink.patches[-2])

@@ -71,4 +71,5 @@ stores:
 {{- end }}
 driftCheckSeconds: {{ .Values.driftCheckSeconds }}
 deepCheckInterval: {{ .Values.deepCheckInterval | quote }}
+concurrentSyncs: {{ .Values.concurrentSyncs }}
 {{- end -}}

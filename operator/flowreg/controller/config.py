@@ -14,8 +14,9 @@ API key. Tenants never supply URLs or keys. Example::
           shards: 3
           replicationFactor: 2
           readConsistency: majority
-    driftCheckSeconds: 10                         # how often intervals are checked
+    driftCheckSeconds: 10                         # how often due re-syncs are looked for
     deepCheckInterval: 1h                         # how often each registry is read in full
+    concurrentSyncs: 8                            # syncs running at once (controller.schedule)
 
 Every number has a range (``flowreg.bounds``, the same as the CLI's flags) and every location
 is parsed (``flowreg.location``); a bad value is a ``ConfigError`` naming the setting. The file
@@ -78,6 +79,8 @@ class OperatorConfig:
     progress_every_seconds: float = 2.0
     deep_check_seconds: float = 3600.0
     """How often each registry is deep-checked (every point read; see controller.deepcheck)."""
+    concurrent_syncs: int = 8
+    """How many syncs run at once, of all registries together (see controller.schedule)."""
 
     def store(self, name: str) -> StoreConfig:
         """The store called ``name``; ``InvalidSpec`` if the administrator configured none."""
@@ -90,6 +93,8 @@ class OperatorConfig:
                 f"(configured: {known})") from None
 
 
+CONCURRENT_SYNCS = bounds.Bound(1, 256)
+"""``concurrentSyncs``: workers of the operator's sync queue."""
 EMBEDDER_BOUNDS = {"dimension": bounds.EMBEDDING_DIMENSION,
                    "batchSize": bounds.EMBEDDER_BATCH_SIZE, "timeout": bounds.EMBEDDER_TIMEOUT,
                    "maxRetries": bounds.EMBEDDER_MAX_RETRIES,
@@ -170,6 +175,7 @@ def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> 
         progress_every_seconds=float(_number(data, "progressEverySeconds",
                                              bounds.PROGRESS_EVERY_SECONDS, 2.0, "")),
         deep_check_seconds=deep_seconds,
+        concurrent_syncs=_number(data, "concurrentSyncs", CONCURRENT_SYNCS, 8, ""),
     )
 
 

@@ -1,9 +1,12 @@
 """kopf handlers: the thin shell that connects the Kubernetes API to the ``Reconciler``.
 
-* create / update / resume: reconcile at once (level-triggered: the handler ignores the diff);
-* a timer every ``driftCheckSeconds``: reconcile when the registry's ``spec.interval`` has
-  passed (a deep check that also repairs points altered behind the operator's back), or when
-  a retry after a transient failure is due;
+* create / update: sync at once, through the operator's ``SyncQueue`` (level-triggered: the
+  handler ignores the diff; it returns when the sync that covered the change has ended);
+* resume (an operator starting over existing objects): sync at once only a registry whose
+  status is out of step; the others get their first periodic re-sync spread out;
+* periodic re-syncs at ``spec.interval`` (a digest comparison; a deep check when due) and
+  retries after transient failures come from the queue's one timer, not from kopf: kopf
+  keeps no timer, task or copy of the object per registry;
 * delete: a finalizer; ``deletionPolicy: Delete`` removes the registry's points, ``Orphan``
   leaves them.
 
@@ -11,10 +14,9 @@ kopf's last-handled-configuration annotation would hold a copy of the whole spec
 2,000-flow spec is far beyond the 256 KiB annotation limit, so the stored essence carries a
 digest of ``spec.flows`` instead of the flows themselves.
 
-The handlers are registered into a registry by ``register`` (the drift-check timer's interval
-comes from the configuration), and everything they share travels in kopf's ``memo``
-(``operator_memo``): the configuration in, the running ``Reconciler`` out. Nothing is read from
-the environment or kept in module state.
+The handlers are registered into a registry by ``register``, and everything they share travels
+in kopf's ``memo`` (``operator_memo``): the configuration in, the running ``Reconciler`` and
+``SyncQueue`` out. Nothing is read from the environment or kept in module state.
 """
 
 from __future__ import annotations
@@ -31,20 +33,23 @@ from flowreg.controller.kube import KubeSink, login
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.reconcile import Reconciler
 from flowreg.controller.resource import FlowRegistry
+from flowreg.controller.schedule import SyncQueue
 from flowreg.errors import FlowregError
 from flowreg.schema import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("flowreg.controller")
 PREFIX = GROUP
 DEFAULT_PEERING_LIFETIME = 60
+CONSISTENCY_TIMEOUT = 60.0
 
 
 def operator_memo(config: OperatorConfig, *, peering_clusterwide: bool = False,
                   peering_lifetime: int = DEFAULT_PEERING_LIFETIME) -> kopf.Memo:
     """The memo to run the handlers with (``kopf.run(memo=...)``).
 
-    The startup handler adds ``reconciler``, the ``Reconciler`` every other handler uses; kopf
-    copies the memo for each object only after startup, so all of them share that one.
+    The startup handler adds ``reconciler``, the ``Reconciler`` every other handler uses, and
+    ``queue``, the ``SyncQueue`` that runs its syncs; kopf copies the memo for each object only
+    after startup, so all of them share those.
     """
     return kopf.Memo(config=config, peering_clusterwide=peering_clusterwide,
                      peering_lifetime=peering_lifetime)
@@ -59,8 +64,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
     kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(on_resume)
     kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(on_change)
     kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)(on_change)
-    kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=config.drift_check_seconds,
-               initial_delay=config.drift_check_seconds, sharp=False)(drift_check)
     kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(on_delete)
     return registry
 
@@ -70,11 +73,16 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
     def build(self, *, body: kopf.Body,
               extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        essence: Any = super().build(body=body, extra_fields=extra_fields)
-        spec = essence.get("spec")
-        if isinstance(spec, dict) and "flows" in spec:
-            spec["flowsDigest"] = sha256_of(spec.pop("flows"))
-        return essence  # type: ignore[no-any-return]
+        # kopf deep-copies what it is given: give it the object without its flows (and without
+        # its status, which the essence leaves out), not the whole object, at every event.
+        raw = {k: v for k, v in body.items() if k != "status" or extra_fields}
+        spec = raw.get("spec")
+        if isinstance(spec, Mapping) and "flows" in spec:
+            spec = dict(spec)
+            flows = spec.pop("flows")
+            spec["flowsDigest"] = sha256_of(flows)
+            raw["spec"] = spec
+        return super().build(body=kopf.Body(raw), extra_fields=extra_fields)
 
 
 def authenticate(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
@@ -83,21 +91,33 @@ def authenticate(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionIn
 
 
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Settings and the ``Reconciler`` from the configuration in ``memo``."""
+    """Settings, the ``Reconciler`` and its ``SyncQueue`` from the configuration in ``memo``."""
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = DigestDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
+    # kopf waits this long for its own patch to come back on the watch before it handles the
+    # object again; a watch lagging more than kopf's 5 s (a busy apiserver, thousands of
+    # objects created at once) made it run the create handler a second time on the old object.
+    settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT
     settings.peering.clusterwide = bool(memo.get("peering_clusterwide"))
     settings.peering.lifetime = int(memo.get("peering_lifetime", DEFAULT_PEERING_LIFETIME))
     config = memo.get("config")
     if not isinstance(config, OperatorConfig):
         raise kopf.PermanentError("the operator was started without a configuration in memo")
-    memo["reconciler"] = Reconciler(config, KubeSink(), Metrics.default())
+    metrics = Metrics.default()
+    reconciler = Reconciler(config, KubeSink(connections=config.concurrent_syncs), metrics)
+    queue = SyncQueue(reconciler, workers=config.concurrent_syncs,
+                      tick=config.drift_check_seconds, paused=lambda: metrics.standing_by)
+    memo["reconciler"], memo["queue"] = reconciler, queue
+    queue.start()
 
 
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    queue: SyncQueue | None = memo.get("queue")
+    if queue is not None:
+        await queue.stop()
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         await reconciler.close()
@@ -105,25 +125,23 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 def stores_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
     reconciler: Reconciler | None = memo.get("reconciler")
-    return {"open_stores": len(reconciler.engines) if reconciler else 0}
+    queue: SyncQueue | None = memo.get("queue")
+    return {"open_stores": len(reconciler.engines) if reconciler else 0,
+            "waiting_syncs": queue.waiting if queue else 0}
 
 
 async def on_resume(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _reconciler(memo).reconcile(body, trigger="resume")
+    if FlowRegistry.of(body).deleting:
+        return  # the delete handler finalizes it
+    await _queue(memo).resume(body)
 
 
 async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _reconciler(memo).reconcile(body, trigger="change")
-
-
-async def drift_check(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _reconciler(memo)
-    if FlowRegistry.of(body).deleting:
-        return
-    await reconciler.check_drift(body)
+    await _queue(memo).sync(body, "change")
 
 
 async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    _queue(memo).forget(body)
     try:
         deleted = await _reconciler(memo).finalize(body)
     except FlowregError as exc:
@@ -134,6 +152,13 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> N
     registry = FlowRegistry.of(body)
     log.info("finalized %s/%s (%s, %d point(s) deleted)", registry.namespace, registry.name,
              registry.deletion_policy, deleted)
+
+
+def _queue(memo: Mapping[str, Any]) -> SyncQueue:
+    queue = memo.get("queue")
+    if not isinstance(queue, SyncQueue):
+        raise kopf.PermanentError("the operator was not configured (startup handler missing)")
+    return queue
 
 
 def _reconciler(memo: Mapping[str, Any]) -> Reconciler:

@@ -22,6 +22,8 @@ class Metrics:
     """
 
     def __init__(self, registry: Any = None) -> None:
+        self.standing_by = False
+        """Whether this replica stands by (then it starts no periodic re-sync)."""
         self.enabled = prom is not None
         if not self.enabled:
             return
@@ -48,6 +50,7 @@ class Metrics:
         return _default
 
     def set_standby(self, standing_by: bool) -> None:
+        self.standing_by = standing_by
         if self.enabled:
             self.standby.set(1 if standing_by else 0)
 

@@ -125,14 +125,24 @@ class Reconciler:
         return self._due(FlowRegistry.of(body))
 
     def _due(self, registry: FlowRegistry) -> bool:
+        wait = self._wait(registry)
+        return wait is not None and wait <= 0
+
+    def next_wait(self, body: Mapping[str, Any]) -> float | None:
+        """Seconds from now until ``body``'s next re-sync is due: ``spec.interval`` after its
+        last sync, or a backoff (2 s doubling up to ``MAX_BACKOFF``) after a transient
+        failure; ``None`` for a registry this process has not synced."""
+        return self._wait(FlowRegistry.of(body))
+
+    def _wait(self, registry: FlowRegistry) -> float | None:
         checked = self._checked.get(registry.uid)
         if checked is None:
-            return False
+            return None
         if checked.transient:
             wait = min(2.0 * 2 ** (checked.failures - 1), MAX_BACKOFF)
         else:
             wait = registry.interval_seconds()
-        return time.monotonic() - checked.at >= wait
+        return checked.at + wait - time.monotonic()
 
     def forget(self, body: Mapping[str, Any]) -> None:
         """Drop what is remembered of a deleted registry."""
@@ -231,8 +241,10 @@ class Reconciler:
                     report = await engine.apply(decl.registry, decl.policy, deep=deep,
                                                 progress=writer.progress, on_plan=writer.planned)
                     self._findings[registry.uid] = await self.selection.check(
-                        registry.uid, selection.mode_of(registry.spec), engine, decl.registry)
+                        registry.uid, selection.mode_of(registry.spec), engine, decl.registry,
+                        _lint_written(registry, report))
                 finally:
+                    await writer.finish()
                     self.metrics.operations_since(calls, Counter())
             if deep:
                 self.deep.done(registry.uid)
@@ -282,12 +294,13 @@ class Reconciler:
                 patch["lastSync"] = sync_summary(report, self.config.max_status_names)
             findings = self._findings.get(registry.uid)
             patch["selectionLint"] = findings.status() if findings is not None else None
+        # The Events first: whoever sees the new status finds them posted.
+        await self._events(registry, status, outcome, report)
         if (report is not None and report.change_count) or any(
                 status.get(k) != v for k, v in patch.items()):
             await self.sink.patch_status(body, patch)
             self._written[registry.uid] = {k: v for k, v in {**status, **patch}.items()
                                            if v is not None}
-        await self._events(registry, status, outcome, report)
 
     async def _events(self, registry: FlowRegistry, status: Mapping[str, Any],
                       outcome: Outcome, report: SyncReport | None) -> None:
@@ -308,36 +321,90 @@ class Reconciler:
 
 
 class _ProgressWriter:
-    """Writes ``status.progress`` (the engine's checkpoint) at most every few seconds."""
+    """Says in status that a sync is under way, once it has run ``every`` seconds.
+
+    From the plan on, a sync that is still running ``every`` seconds later writes
+    ``Reconciling=True`` (reason ``Progressing``) with ``status.progress`` (the engine's last
+    checkpoint), then ``status.progress`` at most every ``every`` seconds. A sync that ends
+    sooner writes only its outcome: one status write instead of two for the many small syncs
+    of a fleet, and nothing a watcher could have seen is lost (the outcome follows at once).
+    """
 
     def __init__(self, sink: Sink, registry: FlowRegistry, every: float) -> None:
         self.sink, self.registry, self.every = sink, registry, every
         self.body = registry.body
         self.last = 0.0
+        self.shown = False
+        self._progress: dict[str, Any] | None = None
+        self._outcome: Outcome | None = None
+        self._later: asyncio.Task[None] | None = None
+        self._writing = False
 
     async def planned(self, plan: Plan) -> None:
         if plan.is_noop:
             return
-        generation = self.registry.generation
         previous = self.registry.status.get("conditions") or []
         ready = any(c.get("type") == READY and c.get("status") == "True" for c in previous)
-        outcome = Outcome(ready, PROGRESSING,
-                          f"applying {plan.change_count} change(s) "
-                          f"({plan.embed_count} to embed)", reconciling=True)
-        await self.sink.patch_status(self.body, {
-            "conditions": conditions(outcome, generation, previous),
-            "progress": {"done": 0, "total": plan.change_count},
-        })
-        self.last = time.monotonic()
+        self._outcome = Outcome(ready, PROGRESSING,
+                                f"applying {plan.change_count} change(s) "
+                                f"({plan.embed_count} to embed)", reconciling=True)
+        self._progress = {"done": 0, "total": plan.change_count}
+        self._later = asyncio.create_task(self._show_later())
+
+    async def _show_later(self) -> None:
+        await asyncio.sleep(self.every)
+        assert self._outcome is not None
+        self._writing = True
+        try:
+            await self.sink.patch_status(self.body, {
+                "conditions": conditions(self._outcome, self.registry.generation,
+                                         self.registry.status.get("conditions") or []),
+                "progress": self._progress,
+            })
+            self.shown = True
+            self.last = time.monotonic()
+        finally:
+            self._writing = False
 
     async def progress(self, checkpoint: Checkpoint) -> None:
         if checkpoint.total == 0 or checkpoint.done >= checkpoint.total:
             return
-        if time.monotonic() - self.last < self.every:
+        self._progress = {"runId": checkpoint.run_id, "done": checkpoint.done,
+                          "total": checkpoint.total}
+        if not self.shown or time.monotonic() - self.last < self.every:
             return
         self.last = time.monotonic()
-        await self.sink.patch_status(self.body, {"progress": {
-            "runId": checkpoint.run_id, "done": checkpoint.done, "total": checkpoint.total}})
+        await self.sink.patch_status(self.body, {"progress": self._progress})
+
+    async def finish(self) -> None:
+        """The sync has ended: no progress is written after this returns (a write under way
+        is awaited, so the outcome written next is the last word)."""
+        later, self._later = self._later, None
+        if later is None:
+            return
+        if not self._writing:
+            later.cancel()
+        try:
+            await later
+        except asyncio.CancelledError:
+            if not later.cancelled():
+                raise
+        except Exception as exc:  # the outcome is written next; say why this was not
+            log.info("progress of %s/%s not written: %s", self.registry.namespace,
+                     self.registry.name, exc)
+
+
+def _lint_written(registry: FlowRegistry, report: SyncReport) -> Mapping[str, Any] | None:
+    """``status.selectionLint`` (``{}`` if absent) when it judged the flows the store holds now:
+    the digest matched (the stored flows are those of the sync that wrote it) and the status is
+    that sync's outcome at this generation. ``None`` otherwise."""
+    status = registry.status
+    if report.digest != "matched" or status.get("observedGeneration") != registry.generation:
+        return None
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == READY), {})
+    if ready.get("reason") not in (SYNCED, selection.REASON):
+        return None
+    return status.get("selectionLint") or {}
 
 
 def _drift(registry: FlowRegistry, status: Mapping[str, Any]) -> bool:

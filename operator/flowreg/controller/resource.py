@@ -9,13 +9,13 @@ spec the schema refuses is still read (a bad ``interval`` falls back to the defa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from flowreg import schema
-from flowreg.flow import plain
 from flowreg.manifest import INTERVAL_PATH, Declaration, parse_object
 
 DEFAULT_INTERVAL = schema.parse_duration(schema.default(INTERVAL_PATH))
@@ -54,7 +54,7 @@ class FlowRegistry:
     @cached_property
     def spec(self) -> Mapping[str, Any]:
         """A plain copy of ``spec`` with the CRD's defaults filled in."""
-        spec = plain(self.body.get("spec") or {})
+        spec = _plain(self.body.get("spec") or {})
         if isinstance(spec, dict):
             schema.apply_defaults({"spec": spec})
         return spec  # type: ignore[no-any-return]
@@ -62,7 +62,7 @@ class FlowRegistry:
     @cached_property
     def status(self) -> Mapping[str, Any]:
         """A plain copy of ``status`` as the body holds it."""
-        return plain(self.body.get("status") or {})  # type: ignore[no-any-return]
+        return _plain(self.body.get("status") or {})  # type: ignore[no-any-return]
 
     @property
     def owner(self) -> str:
@@ -104,6 +104,11 @@ class FlowRegistry:
                              "kind": self.body.get("kind"),
                              "metadata": {"name": self.name, "namespace": self.namespace},
                              "spec": self.spec})
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy into plain dicts and lists (through JSON: an object's content is JSON)."""
+    return json.loads(json.dumps(value, default=dict))
 
 
 def uid_of(body: Mapping[str, Any]) -> str:

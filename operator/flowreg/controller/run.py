@@ -106,6 +106,8 @@ def run(*, config_path: str | None, namespaces: Sequence[str], all_namespaces: b
     secrets_filter = RedactSecrets([s.api_key for s in config.stores.values() if s.api_key])
     for handler in logging.getLogger().handlers:
         handler.addFilter(secrets_filter)
+    # One line per request of the status writer would be two per sync: its failures are said.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     log = logging.getLogger("flowreg")
     for line in store_lines(config):
         (log.warning if ":memory:" in line else log.info)(line)

@@ -72,8 +72,15 @@ class SelectionCheck:
         self._seen.pop(uid, None)
 
     async def check(self, uid: str, mode: str, engine: SyncEngine,
-                    registry: DeclaredFlows) -> Findings | None:
-        """The findings for ``registry`` as synced by ``engine``; ``None`` when ``Ignore``."""
+                    registry: DeclaredFlows,
+                    written: Mapping[str, Any] | None = None) -> Findings | None:
+        """The findings for ``registry`` as synced by ``engine``; ``None`` when ``Ignore``.
+
+        ``written``: the ``status.selectionLint`` stanza (``{}`` when it has none) that an
+        earlier sync of exactly these stored flows wrote, as after an operator restart over a
+        registry whose digest matched. It stands for the findings, read from nothing, unless
+        it was judged at another threshold.
+        """
         if mode == "Ignore":
             self._seen.pop(uid, None)
             return None
@@ -82,9 +89,23 @@ class SelectionCheck:
         if seen is not None and seen[0] == key:
             found = seen[1]
         else:
-            found = await self._lint(engine, registry)
+            found = self._from_status(written) if written is not None else None
+            if found is None:
+                found = await self._lint(engine, registry)
             self._seen[uid] = (key, found)
         return Findings(mode, found.count, found.pairs, found.threshold)
+
+    def _from_status(self, written: Mapping[str, Any]) -> Findings | None:
+        if not written:
+            return Findings("Warn", 0, (), self.threshold)
+        try:
+            if float(written["threshold"]) != self.threshold:
+                return None
+            pairs = tuple((str(p["flows"][0]), str(p["flows"][1]), float(p["score"]))
+                          for p in written["pairs"])
+            return Findings("Warn", int(written["count"]), pairs, self.threshold)
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None  # not a stanza this operator wrote: judged again
 
     async def _lint(self, engine: SyncEngine, registry: DeclaredFlows) -> Findings:
         ids = [point_id(registry.agent_id, f.name) for f in registry.flows]
