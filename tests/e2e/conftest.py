@@ -24,6 +24,7 @@ from tests.support.controlplane import (
     service_account_token,
 )
 from tests.support.images import Image, build, missing_tools
+from tests.support.node import NodeCluster, start_node, stop_and_check
 from tests.support.skips import loud_skip
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -140,3 +141,15 @@ def operator_image() -> Image:
     image = build("flowreg")
     print(f"\nimage {image.ref} ready in {image.build_seconds:.1f} s")
     return image
+
+
+@pytest.fixture(scope="session")
+def node(operator_image: Image) -> Iterator[NodeCluster]:
+    """The session's real node (tests/support/node.py) with the operator image, kube-proxy and
+    CoreDNS; tests that need more images ``load`` them. At the end it is stopped and checked to
+    have left nothing behind."""
+    cluster = start_node(operator_image)
+    try:
+        yield cluster
+    finally:
+        stop_and_check(cluster)
