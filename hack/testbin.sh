@@ -2,8 +2,10 @@
 # Builds the binaries of the test control plane from Go modules, into a cache outside the repo:
 #   kube-apiserver, kubectl  k8s.io/kubernetes (wrapper module hack/testbin, staging modules
 #                            replaced by their published releases)
-#   kube-controller-manager, kube-scheduler, kubelet
+#   kube-controller-manager, kube-scheduler, kubelet, kube-proxy
 #                            the same module: a single node for the chart's pod (tests/e2e/node)
+#   coredns                  github.com/coredns/coredns (go install, static): the node's
+#                            cluster DNS, run as a Deployment from an image of this binary
 #   etcd                     go.etcd.io/etcd/server/v3 at the version kube-apiserver's client uses
 #   helm                     helm.sh/helm/v3 (go install works: no replace directives)
 # Skips what is already built. Progress goes to stderr; the last line of stdout is the directory.
@@ -12,6 +14,7 @@ cd "$(dirname "$0")/testbin"
 
 K8S_VERSION=v1.37.2
 HELM_VERSION=v3.22.0
+COREDNS_VERSION=v1.14.7
 dir="${FLOWREG_TESTBIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flowreg/testbin/$K8S_VERSION}"
 mkdir -p "$dir"
 export GOFLAGS="${GOFLAGS:--trimpath} -mod=mod"
@@ -45,6 +48,19 @@ if [ "${FLOWREG_SKIP_NODE:-}" != 1 ]; then
   build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
   build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
   build kubelet k8s.io/kubernetes/cmd/kubelet
+  build kube-proxy k8s.io/kubernetes/cmd/kube-proxy
+  # CoreDNS: its own module; coredns.version says which release the binary is.
+  if [ "$(cat "$dir/coredns.version" 2>/dev/null)" != "$COREDNS_VERSION" ]; then
+    started=$SECONDS
+    echo "testbin: building coredns $COREDNS_VERSION..." >&2
+    tmp="$(mktemp -d)"
+    (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-trimpath GOBIN="$tmp" go install -ldflags "-s -w" \
+      "github.com/coredns/coredns@$COREDNS_VERSION" >&2)
+    mv "$tmp/coredns" "$dir/coredns"
+    rmdir "$tmp"
+    echo "$COREDNS_VERSION" > "$dir/coredns.version"
+    echo "testbin: built coredns in $((SECONDS - started)) s" >&2
+  fi
 fi
 if [ ! -x "$dir/helm" ]; then
   started=$SECONDS

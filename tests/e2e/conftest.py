@@ -24,6 +24,7 @@ from tests.support.controlplane import (
     service_account_token,
 )
 from tests.support.images import Image, build, missing_tools
+from tests.support.node import NodeCluster, missing, start_node, stop_and_check
 from tests.support.skips import loud_skip
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -140,3 +141,18 @@ def operator_image() -> Image:
     image = build("flowreg")
     print(f"\nimage {image.ref} ready in {image.build_seconds:.1f} s")
     return image
+
+
+@pytest.fixture(scope="session")
+def node(request: pytest.FixtureRequest) -> Iterator[NodeCluster]:
+    """The session's real node (tests/support/node.py) with the operator image, kube-proxy and
+    CoreDNS; tests that need more images ``load`` them. At the end it is stopped and checked to
+    have left nothing behind. Skips loudly (before building any image) where a node cannot run."""
+    why = missing(find_testbin())
+    if why:
+        loud_skip(f"a real node: {why}")
+    cluster = start_node(request.getfixturevalue("operator_image"))
+    try:
+        yield cluster
+    finally:
+        stop_and_check(cluster)

@@ -1,9 +1,11 @@
 """What a user does: ``helm install`` the chart on a real node, apply the examples, wait.
 
-The node is real (tests/support/node.py): the chart's Deployment becomes a pod that the scheduler
-places and the kubelet runs in containerd, from the image built by the Dockerfile, under the
-restricted Pod Security profile, its probes answered by the operator. The store is the Qdrant
-server the suite builds (an embedded store on the pod's emptyDir where no server is built).
+The node is real (tests/support/node.py, the session's ``node`` fixture): the chart's Deployment
+becomes a pod that the scheduler places and the kubelet runs in containerd, from the image built
+by the Dockerfile, under the restricted Pod Security profile, its probes answered by the
+operator, which reaches the apiserver through the ``kubernetes`` Service (kube-proxy). The store
+is the Qdrant server the suite builds (an embedded store on the pod's emptyDir where no server
+is built); tests/e2e/test_qdrant_chart.py runs Qdrant from its own chart instead.
 """
 
 from __future__ import annotations
@@ -16,53 +18,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.controlplane import find_testbin, scaled
-from tests.support.images import Image, build
-from tests.support.node import NodeCluster, missing, run
+from tests.support.controlplane import scaled
+from tests.support.images import Image
+from tests.support.node import SERVICE_RANGE, NodeCluster, run
 from tests.support.operator_harness import metric_value
 from tests.support.processes import command_lines
 from tests.support.qdrant_server import QdrantServer, server_binary
-from tests.support.skips import loud_skip
 from tests.support.stores import points_held
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE, NAMESPACE = "flowreg", "flowreg-system"
 POD_READY_TARGET = 60.0
 """Seconds from `helm install` to a Ready operator pod on a warm cache (the issue's target)."""
-
-
-@pytest.fixture(scope="module")
-def node(operator_image: Image) -> Iterator[NodeCluster]:
-    bin_dir = find_testbin()
-    why = missing(bin_dir)
-    if why:
-        loud_skip(f"the chart on a real node: {why}")
-    pause = build("pause")
-    cluster = NodeCluster(bin_dir, images=[pause.tar, operator_image.tar],
-                          sandbox_image=pause.ref).start()
-    print(f"\nnode Ready in {cluster.timings['start']:.1f} s (control plane, containerd, "
-          "image import, kubelet)")
-    try:
-        yield cluster
-    finally:
-        assert cluster.bridge is not None
-        bridge, work, tag = cluster.bridge.name, cluster.work_dir, cluster.tag
-        pids = [p.pid for p in cluster.processes.values()]
-        cluster.stop()
-        # Nothing is left behind: no bridge, NAT rule, mount, directory or process.
-        assert run("ip", "link", "show", bridge, check=False).returncode != 0
-        assert f"flowreg-test-{tag}" not in run("iptables", "-t", "nat", "-S").stdout
-        assert str(work) not in Path("/proc/self/mountinfo").read_text()
-        assert not work.exists()
-        assert not [pid for pid in pids if _running(pid)]
-        assert not operator_pids()
-
-
-def _running(pid: int) -> bool:
-    try:
-        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -138,7 +105,7 @@ def test_helm_install_runs_the_operator_and_syncs_the_examples(
     pids = operator_pids()
     assert pids, "the operator process is not visible on the host"
     routes = run("nsenter", f"--net=/proc/{pids[0]}/ns/net", "ip", "-4", "route").stdout
-    assert "default" not in routes and "10.0.0.0/24" in routes, routes
+    assert "default" not in routes and SERVICE_RANGE in routes, routes
 
     node.kubectl("apply", "-f", str(REPO / "examples"))
     waited = node.kubectl("wait", "--for=condition=Ready", "flowregistry/finance-bot",

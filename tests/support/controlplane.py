@@ -39,8 +39,10 @@ REPO = Path(__file__).resolve().parents[2]
 BINARIES = ("etcd", "kube-apiserver", "kubectl", "helm")
 IDLE_STARTUP_SECONDS = 4.0
 """How long a control plane takes to start on an idle 2-core machine (3.4 s measured)."""
+SERVICE_RANGE = "10.0.0.0/24"
+"""``--service-cluster-ip-range`` unless a ``ControlPlane`` is given another."""
 SERVICE_IP = "10.0.0.1"
-"""The ``kubernetes`` Service's cluster IP (first of ``--service-cluster-ip-range``)."""
+"""The ``kubernetes`` Service's cluster IP in ``SERVICE_RANGE`` (the range's first address)."""
 FIRST_START_TIMEOUT = 120.0
 """Deadline of the first start, before anything was measured: only a guard against a hang."""
 _startups: list[float] = []
@@ -121,9 +123,10 @@ def _cert(subject: x509.Name, key: rsa.RSAPrivateKey, issuer: x509.Name,
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_certificates(directory: Path, address: str = "127.0.0.1") -> Certificates:
-    """A CA, a serving certificate (127.0.0.1, ``address``, the service IP 10.0.0.1), an admin
-    client cert, and SA keys."""
+def make_certificates(directory: Path, address: str = "127.0.0.1",
+                      service_ip: str = SERVICE_IP) -> Certificates:
+    """A CA, a serving certificate (127.0.0.1, ``address``, the ``kubernetes`` Service's
+    ``service_ip``), an admin client cert, and SA keys."""
     directory.mkdir(parents=True, exist_ok=True)
 
     def name(cn: str, org: str | None = None) -> x509.Name:
@@ -142,7 +145,7 @@ def make_certificates(directory: Path, address: str = "127.0.0.1") -> Certificat
     ca_cert = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
     pem = serialization.Encoding.PEM
     serving_key = _key()
-    ips = dict.fromkeys(["127.0.0.1", address, SERVICE_IP])
+    ips = dict.fromkeys(["127.0.0.1", address, service_ip])
     sans = [x509.DNSName("localhost"), x509.DNSName("kubernetes.default.svc"),
             *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips)]
     serving = _cert(name("kube-apiserver"), serving_key, ca_name, ca_key, ca=False, sans=sans)
@@ -169,12 +172,15 @@ class ControlPlane:
 
     By default the apiserver listens on loopback and runs no pods (no ServiceAccount admission).
     For a node (tests/support/node.py), ``address`` is a host-only bridge's address that pods can
-    reach, and ``pods`` turns ServiceAccount admission on (pods get their token volumes).
+    reach, and ``pods`` turns ServiceAccount admission on (pods get their token volumes) and the
+    endpoint reconciler that points the ``kubernetes`` Service at this apiserver (for
+    kube-proxy); ``service_range`` is ``--service-cluster-ip-range``.
     """
 
     bin_dir: Path
     address: str = "127.0.0.1"
     pods: bool = False
+    service_range: str = SERVICE_RANGE
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flowreg-cp-")))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     server: str = ""
@@ -189,6 +195,11 @@ class ControlPlane:
     def port(self) -> int:
         """The apiserver's port."""
         return int(self.server.rsplit(":", 1)[1])
+
+    @property
+    def service_ip(self) -> str:
+        """The ``kubernetes`` Service's cluster IP: the first address of ``service_range``."""
+        return str(ipaddress.ip_network(self.service_range).network_address + 1)
 
     @property
     def kubectl(self) -> Path:
@@ -213,7 +224,8 @@ class ControlPlane:
             raise FileNotFoundError(
                 f"missing {', '.join(missing)} in {self.bin_dir}: run `bash hack/testbin.sh`")
         try:
-            self.certs = make_certificates(self.work_dir / "pki", self.address)
+            self.certs = make_certificates(self.work_dir / "pki", self.address,
+                                           self.service_ip)
             client_port, peer_port = free_port(), free_port()
             etcd_url = f"http://127.0.0.1:{client_port}"
             self._spawn("etcd", [
@@ -236,7 +248,7 @@ class ControlPlane:
                 f"--tls-private-key-file={certs.serving_key}",
                 f"--client-ca-file={certs.ca}",
                 "--authorization-mode=RBAC",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={self.service_range}",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={certs.sa_public}",
                 f"--service-account-signing-key-file={certs.sa_private}",
@@ -245,7 +257,7 @@ class ControlPlane:
                    f"--kubelet-client-key={certs.admin_key}"] if self.pods
                   else ["--disable-admission-plugins=ServiceAccount"]),
                 "--allow-privileged=true",
-                "--endpoint-reconciler-type=none",
+                f"--endpoint-reconciler-type={'lease' if self.pods else 'none'}",
                 f"--cert-dir={self.work_dir / 'cert-dir'}",
                 "--v=0"])
             self._write_kubeconfig()

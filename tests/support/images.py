@@ -1,4 +1,5 @@
-"""Container images for the tests, built by hack/image.sh into a cache outside the repo.
+"""Container images for the tests, built into a cache outside the repo: the operator's and the
+pod sandbox by hack/image.sh, CoreDNS's and the Qdrant server's by hack/node-images.sh.
 
 Building and running them needs root, podman, mmdebstrap, runc and gcc (Debian packages that
 .ci/run installs). Where they are missing, ``missing_tools`` says which, and the tests that need
@@ -17,6 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "hack" / "image.sh"
+NODE_SCRIPT = REPO / "hack" / "node-images.sh"
 TOOLS = ("podman", "mmdebstrap", "runc", "gcc")
 
 
@@ -50,6 +52,16 @@ def build(target: str = "flowreg") -> Image:
     """Build (or reuse from the cache) ``flowreg`` or ``pause``; the build log goes to stderr."""
     started = time.monotonic()
     out = subprocess.run(["bash", str(SCRIPT), target], check=True, text=True,
+                         stdout=subprocess.PIPE).stdout.splitlines()
+    return Image(ref=out[-2], tar=Path(out[-1]), build_seconds=time.monotonic() - started)
+
+
+@functools.cache
+def build_node_image(target: str) -> Image:
+    """Build (or reuse from the cache) ``coredns`` or ``qdrant`` from the binaries the suite
+    builds (hack/node-images.sh); the build log goes to stderr."""
+    started = time.monotonic()
+    out = subprocess.run(["bash", str(NODE_SCRIPT), target], check=True, text=True,
                          stdout=subprocess.PIPE).stdout.splitlines()
     return Image(ref=out[-2], tar=Path(out[-1]), build_seconds=time.monotonic() - started)
 

@@ -1,27 +1,37 @@
-"""A real single-node cluster for the chart's pod: control plane + containerd + kubelet.
+"""A real single-node cluster: control plane, containerd, kubelet, kube-proxy, cluster DNS.
 
 ``NodeCluster.start()`` builds, in this order, everything under its own work directory:
 
 1. a host-only bridge (``flowreg-<id>``, a free 10.x.y.0/24) that pods attach to; its gateway
-   address is where the apiserver and, in the tests, the Qdrant server listen;
-2. etcd + kube-apiserver (``ControlPlane`` bound to the gateway, ServiceAccount admission on);
-3. one DNAT rule standing in for kube-proxy: the ``kubernetes`` Service IP (10.0.0.1:443), which
-   in-cluster clients use, to the apiserver;
-4. containerd (Debian's, its own root, state, socket and runc root; ``restrict_oom_score_adj``)
+   address is where the apiserver and, in some tests, a Qdrant server listen;
+2. etcd + kube-apiserver (``ControlPlane`` bound to the gateway, ServiceAccount admission on,
+   Services in ``SERVICE_RANGE``, the ``kubernetes`` Service's endpoints kept by the apiserver);
+3. containerd (Debian's, its own root, state, socket and runc root; ``restrict_oom_score_adj``)
    with a bridge + host-local CNI whose only routes are the pod subnet and the Service range,
    so pods have no route off the machine;
-5. the images, imported with ``ctr images import`` (no registry);
-6. kube-controller-manager, kube-scheduler and a kubelet (cgroupfs, settings for this host's
-   hybrid cgroups), built by hack/testbin.sh from the same module as kube-apiserver.
+4. the images, imported with ``ctr images import`` (no registry);
+5. kube-controller-manager, kube-scheduler and a kubelet (cgroupfs, settings for this host's
+   hybrid cgroups, ``clusterDNS`` ``DNS_IP`` and ``clusterDomain`` ``DOMAIN``), and kube-proxy
+   in iptables mode, all built by hack/testbin.sh from the same module as kube-apiserver;
+   kube-proxy runs as a host process (kubeadm runs it as a DaemonSet of host-network pods: the
+   same process, the same rules);
+6. CoreDNS (tests/support/cluster_dns.py): a Deployment and the ``kube-dns`` Service at
+   ``DNS_IP``, from the image hack/node-images.sh builds; ``start`` returns once it is Ready.
 
-``stop()`` undoes all of it: pods' containers killed, processes stopped, mounts under the work
-directory unmounted, the pods' network namespaces, the bridge and the DNAT rule removed, the
-pods' cgroups deleted. Needs root; ``missing()`` says what else is absent.
+kube-proxy's chains (``KUBE-SERVICES`` and the rest) are host-wide, and two kube-proxies would
+rewrite each other's: a node holds ``KUBE_PROXY_LOCK`` (an advisory lock file) from start to
+stop, so a second node on the same machine waits for the first to stop.
+
+``stop()`` undoes all of it: pods' containers killed, processes stopped, kube-proxy's rules
+removed (``kube-proxy --cleanup``), mounts under the work directory unmounted, the pods' network
+namespaces and the bridge removed, the pods' cgroups deleted. Needs root; ``missing()`` says
+what else is absent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -36,15 +46,26 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.controlplane import SERVICE_IP, ControlPlane, free_port, scaled
+from tests.support import cluster_dns
+from tests.support.controlplane import ControlPlane, find_testbin, free_port, scaled
+from tests.support.images import Image, build, build_node_image
 from tests.support.processes import command_lines, die_with_parent, stop_group
+from tests.support.skips import loud_skip
 
-NODE_BINARIES = ("kube-controller-manager", "kube-scheduler", "kubelet")
+NODE_BINARIES = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns")
 HOST_TOOLS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "ip", "iptables",
               "nsenter", "mount", "umount")
 CNI_BIN = Path("/usr/lib/cni")
 NODE_NAME = "flowreg-node"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+SERVICE_RANGE = "10.96.0.0/24"
+"""The node's Service range (kubeadm's first /24): ``kubernetes`` is 10.96.0.1."""
+DNS_IP = "10.96.0.10"
+"""The ``kube-dns`` Service's cluster IP, the kubelet's ``clusterDNS``."""
+DOMAIN = "cluster.local"
+KUBE_PROXY_LOCK = Path("/run/lock/flowreg-kube-proxy.lock")
+STORAGE_CLASS = "local-storage"
+"""The StorageClass of ``local_volumes``: no provisioner, bound when a pod is scheduled."""
 
 
 def missing(bin_dir: Path) -> str | None:
@@ -113,14 +134,15 @@ class NodeCluster:
     bin_dir: Path
     images: list[Path]
     sandbox_image: str
+    dns_image: str
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="flowreg-node-")))
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     bridge: Bridge | None = None
     plane: ControlPlane | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    _dnat: list[str] = field(default_factory=list)
     _netns_before: set[str] = field(default_factory=set)
+    _proxy_lock: int | None = None
 
     @property
     def socket(self) -> Path:
@@ -132,19 +154,34 @@ class NodeCluster:
         return self.plane.kubeconfig
 
     def start(self, timeout: float = 120.0) -> NodeCluster:
+        """Start everything (see the module docstring); ``timings`` says how long each part
+        took: ``proxy-lock`` (waiting for another node's kube-proxy), ``control-plane``,
+        ``images`` (the imports), ``node`` (until Ready), ``dns`` (until CoreDNS is Ready)
+        and ``start`` (all of it)."""
         started = time.monotonic()
         try:
+            self._take_proxy_lock(scaled(1200))
+            self.timings["proxy-lock"] = time.monotonic() - started
             self._netns_before = set(_netns())
             self.bridge = Bridge.create(self.tag)
-            self.plane = ControlPlane(self.bin_dir, address=self.bridge.gateway,
-                                      pods=True).start()
-            self._route_service_ip()
+            mark = time.monotonic()
+            self.plane = ControlPlane(self.bin_dir, address=self.bridge.gateway, pods=True,
+                                      service_range=SERVICE_RANGE).start()
+            self.timings["control-plane"] = time.monotonic() - mark
             self._start_containerd(scaled(30))
+            mark = time.monotonic()
             for image in self.images:
                 self._ctr("images", "import", str(image), timeout=scaled(300))
+            self.timings["images"] = time.monotonic() - mark
+            mark = time.monotonic()
             self._start_controllers()
             self._start_kubelet()
+            self._start_kube_proxy()
             self._wait_node_ready(scaled(timeout))
+            self.timings["node"] = time.monotonic() - mark
+            mark = time.monotonic()
+            self._start_dns(scaled(timeout))
+            self.timings["dns"] = time.monotonic() - mark
         except BaseException:
             self.stop()
             raise
@@ -153,10 +190,12 @@ class NodeCluster:
 
     def stop(self) -> None:
         """Tear everything down; safe to call twice and after a failed start."""
-        for name in ("kube-scheduler", "kube-controller-manager", "kubelet"):
+        for name in ("kube-scheduler", "kube-controller-manager", "kubelet", "kube-proxy"):
             proc = self.processes.pop(name, None)
             if proc is not None:
                 stop_group(proc, scaled(15))
+        if self._proxy_lock is not None:  # this node's kube-proxy ran: its rules go
+            run(str(self.bin_dir / "kube-proxy"), "--cleanup", check=False, timeout=scaled(60))
         if "containerd" in self.processes:
             self._remove_pods()
             stop_group(self.processes.pop("containerd"), scaled(15))
@@ -164,9 +203,6 @@ class NodeCluster:
         self._unmount_all()
         for netns in set(_netns()) - self._netns_before:
             run("ip", "netns", "delete", netns, check=False)
-        if self._dnat:
-            run("iptables", "-t", "nat", "-D", *self._dnat, check=False)
-            self._dnat = []
         if self.bridge is not None:
             self.bridge.delete()
             self.bridge = None
@@ -175,6 +211,15 @@ class NodeCluster:
             self.plane.stop()
             self.plane = None
         shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self._proxy_lock is not None:
+            os.close(self._proxy_lock)
+            self._proxy_lock = None
+
+    def load(self, image: Path) -> float:
+        """Import an image (a docker-archive) into the node's containerd; the seconds it took."""
+        started = time.monotonic()
+        self._ctr("images", "import", str(image), timeout=scaled(300))
+        return time.monotonic() - started
 
     def kubectl(self, *args: str, timeout: float = 60, check: bool = True,
                 stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -207,14 +252,6 @@ class NodeCluster:
 
     # -- parts ---------------------------------------------------------------------------
 
-    def _route_service_ip(self) -> None:
-        assert self.bridge is not None and self.plane is not None
-        self._dnat = ["PREROUTING", "-i", self.bridge.name, "-d", f"{SERVICE_IP}/32", "-p", "tcp",
-                      "--dport", "443", "-j", "DNAT", "--to-destination",
-                      f"{self.bridge.gateway}:{self.plane.port}",
-                      "-m", "comment", "--comment", f"flowreg-test-{self.tag}"]
-        run("iptables", "-t", "nat", "-I", *self._dnat)
-
     def _start_containerd(self, timeout: float) -> None:
         assert self.bridge is not None
         cni = self.work_dir / "cni"
@@ -228,7 +265,7 @@ class NodeCluster:
                          "ranges": [[{"subnet": str(self.bridge.network),
                                       "gateway": self.bridge.gateway}]],
                          # no default route: pods reach the subnet and the Service IPs only
-                         "routes": [{"dst": "10.0.0.0/24"}]},
+                         "routes": [{"dst": SERVICE_RANGE}]},
             }]}))
         config = self.work_dir / "containerd.toml"
         root = self.work_dir / "containerd"
@@ -298,6 +335,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
             "failCgroupV1": False, "cgroupDriver": "cgroupfs", "failSwapOn": False,
             "maxOpenFiles": 20000, "resolvConf": str(resolv),
+            "clusterDNS": [DNS_IP], "clusterDomain": DOMAIN,
             "containerRuntimeEndpoint": f"unix://{self.socket}",
             "address": self.bridge.gateway, "port": free_port(), "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1", "healthzPort": free_port(),
@@ -317,6 +355,94 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             str(self.bin_dir / "kubelet"), f"--config={config}",
             f"--kubeconfig={self.kubeconfig}", f"--root-dir={root}",
             f"--hostname-override={NODE_NAME}", f"--node-ip={self.bridge.gateway}", "--v=1"])
+
+    def _take_proxy_lock(self, timeout: float) -> None:
+        """``KUBE_PROXY_LOCK``, held until ``stop``: one kube-proxy per machine at a time."""
+        KUBE_PROXY_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(KUBE_PROXY_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise TimeoutError(f"another node held {KUBE_PROXY_LOCK} for "
+                                       f"{timeout:.0f} s") from None
+                time.sleep(1)
+        self._proxy_lock = fd
+
+    def _start_kube_proxy(self) -> None:
+        assert self.bridge is not None
+        config = self.work_dir / "kube-proxy.yaml"
+        config.write_text(yaml.safe_dump({
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(self.kubeconfig)},
+            "mode": "iptables", "hostnameOverride": NODE_NAME,
+            "clusterCIDR": str(self.bridge.network), "detectLocalMode": "ClusterCIDR",
+            "healthzBindAddress": f"127.0.0.1:{free_port()}",
+            "metricsBindAddress": f"127.0.0.1:{free_port()}",
+            # NodePorts on the bridge's address only, none on the host's loopback
+            "nodePortAddresses": [f"{self.bridge.gateway}/32"],
+            # A pod reaching a Service whose endpoint is on the same bridge gets its replies
+            # de-NATed only if bridged traffic passes iptables (br_netfilter); without it,
+            # every Service connection is masqueraded instead.
+            "iptables": {"localhostNodePorts": False, "minSyncPeriod": "0s",
+                         "syncPeriod": "30s", "masqueradeAll": not _bridged_traffic_filtered()},
+            # kube-proxy lowers its OOM score by default: no process here may (CAP_SYS_RESOURCE)
+            "oomScoreAdj": int(Path("/proc/self/oom_score_adj").read_text()),
+            # this host's conntrack settings stay as they are
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
+                          "tcpCloseWaitTimeout": "0s"},
+        }))
+        self._spawn("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={config}",
+                                   "--v=1"])
+
+    def _start_dns(self, timeout: float) -> None:
+        """CoreDNS applied and Ready (its Deployment rolled out)."""
+        self.apply(cluster_dns.manifests(self.dns_image, DNS_IP, DOMAIN))
+        waited = self.kubectl("-n", cluster_dns.NAMESPACE, "rollout", "status",
+                              "deployment/coredns", f"--timeout={timeout:.0f}s",
+                              check=False, timeout=timeout + 10)
+        if waited.returncode != 0:
+            raise TimeoutError(
+                f"CoreDNS not Ready in {timeout:.0f}s: {waited.stderr}\n"
+                + self.kubectl("-n", cluster_dns.NAMESPACE, "describe", "pods",
+                               check=False).stdout + self.container_logs()
+                + self.log("kube-proxy"))
+
+    def apply(self, objects: list[dict[str, object]]) -> None:
+        """``kubectl apply`` of ``objects`` (server-side)."""
+        self.kubectl("apply", "--server-side", "-f", "-",
+                     stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+
+    def local_volumes(self, count: int, size: str = "1Gi", prefix: str = "local") -> list[str]:
+        """``count`` static local PersistentVolumes of ``size`` in the ``STORAGE_CLASS``
+        StorageClass (made if absent): a directory each under the work directory, bound to this
+        node, retained when released. Returns their names."""
+        self.apply([{"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                     "metadata": {"name": STORAGE_CLASS},
+                     "provisioner": "kubernetes.io/no-provisioner",
+                     "volumeBindingMode": "WaitForFirstConsumer",
+                     "reclaimPolicy": "Retain"}])
+        names, volumes = [], []
+        for _ in range(count):
+            name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+            path = self.work_dir / "volumes" / name
+            path.mkdir(parents=True)
+            names.append(name)
+            volumes.append({
+                "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+                "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                         "persistentVolumeReclaimPolicy": "Retain",
+                         "storageClassName": STORAGE_CLASS, "local": {"path": str(path)},
+                         "nodeAffinity": {"required": {"nodeSelectorTerms": [{
+                             "matchExpressions": [{"key": "kubernetes.io/hostname",
+                                                   "operator": "In",
+                                                   "values": [NODE_NAME]}]}]}}}})
+        self.apply(volumes)
+        return names
 
     def _wait_node_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -384,6 +510,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
 
 
+def _bridged_traffic_filtered() -> bool:
+    setting = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    return setting.exists() and setting.read_text().strip() == "1"
+
+
 def _netns() -> list[str]:
     directory = Path("/var/run/netns")
     return [p.name for p in directory.iterdir()] if directory.is_dir() else []
@@ -401,3 +532,42 @@ def _remove_pod_cgroups() -> None:
                 directory.rmdir()
         with contextlib.suppress(OSError):
             top.rmdir()
+
+
+def start_node(operator_image: Image, *extra: Image) -> NodeCluster:
+    """A started node whose containerd holds the pause, CoreDNS and operator images and
+    ``extra``; the test skips loudly where a node cannot run here."""
+    bin_dir = find_testbin()
+    why = missing(bin_dir)
+    if why:
+        loud_skip(f"a real node: {why}")
+    pause, dns = build("pause"), build_node_image("coredns")
+    cluster = NodeCluster(bin_dir, images=[pause.tar, dns.tar, operator_image.tar,
+                                           *(image.tar for image in extra)],
+                          sandbox_image=pause.ref, dns_image=dns.ref).start()
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in cluster.timings.items() if k != "start")
+    print(f"\nnode Ready with DNS in {cluster.timings['start']:.1f} s ({parts})")
+    return cluster
+
+
+def stop_and_check(cluster: NodeCluster) -> None:
+    """Stop the node, then check that it left nothing behind: no bridge, iptables rule, mount,
+    directory or process."""
+    assert cluster.bridge is not None
+    bridge, work, network = cluster.bridge.name, cluster.work_dir, str(cluster.bridge.network)
+    pids = [p.pid for p in cluster.processes.values()]
+    cluster.stop()
+    assert run("ip", "link", "show", bridge, check=False).returncode != 0
+    rules = run("iptables-save").stdout
+    assert network not in rules and bridge not in rules, rules
+    assert "KUBE-SERVICES" not in rules, rules
+    assert str(work) not in Path("/proc/self/mountinfo").read_text()
+    assert not work.exists()
+    assert not [pid for pid in pids if _running(pid)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
