@@ -90,7 +90,7 @@ class InProcessOperator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop_flag.set()
-        self.thread.join(timeout=60)
+        self.thread.join(timeout=scaled(60))
         if self.thread.is_alive():
             raise RuntimeError("the operator did not stop")
         if self.error is not None:
