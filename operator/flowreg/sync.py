@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import inspect
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flowreg.collector import collector_paused
 from flowreg.embed.base import CountingEmbedder, EmbedCounts, Embedder, counting_embeddings
 from flowreg.embed.factory import make_embedder
 from flowreg.errors import (
@@ -137,7 +137,7 @@ class SyncEngine:
         policy = policy or SyncPolicy()
         if await self.store.collection_exists():
             await self.store.ensure_collection(await self.dimension())
-        with _no_gc():
+        with collector_paused():
             plan = await self._plan(registry, policy, deep)
         report = _report_of(plan, SyncReport(registry.agent_id, registry.owner, dry_run=True))
         _collection_of(self.store, report)
@@ -186,7 +186,7 @@ class SyncEngine:
                 report.kept = [str(n) for n in kept] if isinstance(kept, list) else []
                 report.digest = "matched"
             else:
-                with _no_gc():
+                with collector_paused():
                     plan = await self._plan(registry, policy, deep)
                 guard(plan, registry, policy)
                 if on_plan is not None:
@@ -343,24 +343,6 @@ class SyncEngine:
             result = progress(checkpoint)
             if inspect.isawaitable(result):
                 await result
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while tens of thousands of small objects are made.
-
-    They are acyclic and short-lived, but each collection would scan every object of the
-    process, embedded Qdrant's included: with 50,000 stored flows that doubles a snapshot.
-    Free them before the block ends: the collector counts objects made and not yet freed, and
-    would otherwise run as soon as it resumes.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _collection_of(store: FlowStore, report: SyncReport) -> None:
