@@ -10,7 +10,8 @@
 #            entrypoint.sh, a #!/usr/bin/env bash script) and `sleep 3` before a pod stops, so
 #            the image holds bash (also as /bin/sh), env and sleep; and every shared library
 #            these and qdrant load (ldd's closure, with the loader), copied from this host, where
-#            the binary was linked. No package manager, no other tools.
+#            the binary was linked; and this host's CA bundle at /etc/ssl/certs/, which Qdrant's
+#            HTTP client loads at start-up. No package manager, no other tools.
 # The tag is the release's own (Qdrant's chart takes its appVersion, v1.19.0, as the tag and
 # reads it as a version); the label flowreg.key and the tar's name carry a hash of this script
 # and the binary, so an unchanged input reuses the cache and a changed one rebuilds. Nothing is
@@ -95,6 +96,9 @@ else
   add "$context/config/config.yaml" /qdrant/config/config.yaml
   add "$context/tools/entrypoint.sh" /qdrant/entrypoint.sh
   chmod 0755 "$root/qdrant/entrypoint.sh"
+  # Qdrant's HTTP client loads the system's CA certificates at start-up and panics without
+  # any (it reads them even when inference is off); Debian's bundle is where it looks.
+  add /etc/ssl/certs/ca-certificates.crt
   for tool in bash env sleep; do
     path="$(command -v "$tool")"
     add "$path" "/usr/bin/$tool"

@@ -5,7 +5,7 @@ becomes a pod that the scheduler places and the kubelet runs in containerd, from
 by the Dockerfile, under the restricted Pod Security profile, its probes answered by the
 operator, which reaches the apiserver through the ``kubernetes`` Service (kube-proxy). The store
 is the Qdrant server the suite builds (an embedded store on the pod's emptyDir where no server
-is built).
+is built); tests/e2e/test_qdrant_chart.py runs Qdrant from its own chart instead.
 """
 
 from __future__ import annotations

@@ -84,10 +84,21 @@ def missing(bin_dir: Path) -> str | None:
     return None
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """A failed command whose message carries what it wrote to stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstderr:\n{(self.stderr or '')[-4000:]}"
+
+
 def run(*args: str, check: bool = True, timeout: float = 60,
         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, check=check,
-                          timeout=timeout, input=stdin)
+    """Runs a command, its output captured; with ``check``, a failure raises CommandFailed."""
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
+                          input=stdin)
+    if check and done.returncode:
+        raise CommandFailed(done.returncode, done.args, done.stdout, done.stderr)
+    return done
 
 
 @dataclass
