@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,15 @@ def _stop_qdrant_server_at_the_end() -> Any:
     yield
     stop_session_server()
     stop_session_cluster()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's own manifest read cache (flowreg.read_cache), for it and every process it
+    starts: nothing is read from or left in the user's."""
+    if "FLOWREG_CACHE_DIR" not in os.environ:
+        os.environ["FLOWREG_CACHE_DIR"] = tempfile.mkdtemp(prefix="flowreg-read-cache-")
+        config.add_cleanup(lambda: shutil.rmtree(os.environ.pop("FLOWREG_CACHE_DIR"),
+                                                 ignore_errors=True))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -116,6 +116,11 @@ class Document:
 
 def read_text(path: Path) -> str:
     """The text of ``path`` (``-``: standard input), refused if too large or not UTF-8."""
+    return decode(read_bytes(path), str(path))
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of ``path`` (``-``: standard input), refused if too large."""
     import sys
 
     source = str(path)
@@ -136,7 +141,7 @@ def read_text(path: Path) -> str:
         raise InvalidSpec(Problem(
             f"file too large: {size / 2**20:.1f} MiB, at most {MAX_FILE_BYTES // 2**20} MiB "
             "is read", source=source))
-    return decode(raw, source)
+    return raw
 
 
 def decode(raw: bytes, source: str) -> str:

@@ -169,6 +169,24 @@ class DeclaredFlows:
         return tuple([f.content_checksum for f in self.flows])
 
 
+@dataclass(frozen=True)
+class DeferredFlows:
+    """A registry known by what a sync's digest reads of it (names and content checksums, in
+    declaration order), whose flows are made only if the sync needs them.
+
+    ``load`` returns the full ``DeclaredFlows``, which must have the same owner, agent, names
+    and checksums; it raises ``InvalidSpec`` if its source no longer gives them.
+    ``size_warning`` is what ``flowreg.size.cluster_size_warning`` said of the full registry.
+    """
+
+    agent_id: str
+    owner: str
+    names: tuple[str, ...]
+    content_checksums: tuple[str, ...]
+    load: Callable[[], DeclaredFlows] = field(compare=False, repr=False)
+    size_warning: str | None = None
+
+
 class StoredPoint(NamedTuple):
     """What the plan needs to know of a point in the store (no vector, no full payload)."""
 

@@ -7,6 +7,7 @@ and field. Nothing downstream ever sees half-valid input.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from flowreg import documents, schema
 from flowreg.collector import collector_paused
 from flowreg.documents import Document, PathKey
 from flowreg.errors import InvalidSpec, Problem
-from flowreg.flow import DeclaredFlows, Flow, SyncPolicy
+from flowreg.flow import DeclaredFlows, DeferredFlows, Flow, SyncPolicy
+from flowreg.read_cache import CachedRegistry, ReadCache
+from flowreg.size import cluster_size_warning
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 INTERVAL_PATH: PathKey = ("spec", "interval")
@@ -40,7 +43,7 @@ class Declaration:
     Every field the manifest leaves out holds the CRD's default.
     """
 
-    registry: DeclaredFlows
+    registry: DeclaredFlows | DeferredFlows
     policy: SyncPolicy
     name: str
     namespace: str
@@ -49,6 +52,13 @@ class Declaration:
     deletion_policy: str
     suspend: bool
     interval: str
+
+    @functools.cached_property
+    def size_warning(self) -> str | None:
+        """``flowreg.size.cluster_size_warning`` of the registry (None: a cluster stores it)."""
+        if isinstance(self.registry, DeferredFlows):
+            return self.registry.size_warning
+        return cluster_size_warning(self.registry, self.name, self.namespace, self.source)
 
 
 def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -67,33 +77,48 @@ def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def load(paths: Iterable[str | Path], *, verify_checksums: bool = True) -> list[Declaration]:
+def load(paths: Iterable[str | Path], *, verify_checksums: bool = True,
+         cache: ReadCache | None = None, defer: bool = False) -> list[Declaration]:
     """Every FlowRegistry in ``paths``, validated; raises ``InvalidSpec`` listing all problems.
 
     Each file is read under the limits of ``flowreg.documents``; a file with a problem is read
     again with lines recorded, so that every problem names its line. Input that holds no
     document at all is refused.
+
+    With ``cache``, every file read without a problem is kept in it (``flowreg.read_cache``).
+    With ``defer`` too, a file the cache already holds is not parsed: its declarations carry
+    ``DeferredFlows``, whose ``load`` reads the file in full (once, for all its registries)
+    and refuses it if its bytes changed since. Standard input is never cached.
     """
     with collector_paused():
-        return _load(paths, verify_checksums)
+        return _load(paths, verify_checksums, cache, defer)
 
 
-def _load(paths: Iterable[str | Path], verify_checksums: bool) -> list[Declaration]:
+def _load(paths: Iterable[str | Path], verify_checksums: bool, cache: ReadCache | None,
+          defer: bool) -> list[Declaration]:
     declarations: list[Declaration] = []
     problems: list[Problem] = []
     files = manifest_files(paths)
     count = 0
     blueprints_seen: dict[bytes, Any] = {}
     for path in files:
-        text = documents.read_text(path)
-        docs = documents.read_documents(text, str(path))
-        decls, found = _parse_all(docs, verify_checksums, blueprints_seen, consume=True)
-        if found and not all(doc.located for doc in docs):
-            docs = documents.read_documents(text, str(path), located=True)
-            decls, found = _parse_all(docs, verify_checksums, blueprints_seen, consume=True)
-        count += len(docs)
+        raw = documents.read_bytes(path)
+        key = cache.key(str(path), raw, verify_checksums) \
+            if cache is not None and str(path) != "-" else None
+        hit = cache.get(key) if cache is not None and key is not None and defer else None
+        if hit is not None:
+            assert cache is not None and key is not None
+            reader = _FileReader(path, key, cache, verify_checksums)
+            count += hit.documents
+            declarations.extend(reader.deferred(r) for r in hit.registries)
+            continue
+        decls, found, docs = _read_file(path, documents.decode(raw, str(path)),
+                                        verify_checksums, blueprints_seen)
+        count += docs
         declarations.extend(decls)
         problems.extend(found)
+        if cache is not None and key is not None and not found:
+            cache.put(key, docs, [_cached(d) for d in decls])
     if not count and not problems:
         problems.append(Problem("no FlowRegistry document found (empty input)",
                                 source=", ".join(map(str, files))))
@@ -101,6 +126,67 @@ def _load(paths: Iterable[str | Path], verify_checksums: bool) -> list[Declarati
     if problems:
         raise InvalidSpec(problems)
     return declarations
+
+
+def _read_file(path: Path, text: str, verify_checksums: bool,
+               blueprints_seen: dict[bytes, Any]) -> tuple[list[Declaration], list[Problem], int]:
+    """The declarations and problems of one file's text, and how many documents it holds."""
+    docs = documents.read_documents(text, str(path))
+    decls, found = _parse_all(docs, verify_checksums, blueprints_seen, consume=True)
+    if found and not all(doc.located for doc in docs):
+        docs = documents.read_documents(text, str(path), located=True)
+        decls, found = _parse_all(docs, verify_checksums, blueprints_seen, consume=True)
+    return decls, found, len(docs)
+
+
+def _cached(decl: Declaration) -> CachedRegistry:
+    registry = decl.registry
+    return CachedRegistry(
+        registry.agent_id, registry.owner, registry.names, registry.content_checksums,
+        decl.policy, decl.name, decl.namespace, decl.source, decl.store, decl.deletion_policy,
+        decl.suspend, decl.interval, decl.size_warning)
+
+
+class _FileReader:
+    """A cached file's registries, deferred; the first ``load`` reads the file for all."""
+
+    def __init__(self, path: Path, key: str, cache: ReadCache, verify_checksums: bool) -> None:
+        self.path, self.key, self.cache = path, key, cache
+        self.verify_checksums = verify_checksums
+        self._read: dict[str, DeclaredFlows] | None = None
+
+    def deferred(self, cached: CachedRegistry) -> Declaration:
+        registry = DeferredFlows(cached.agent_id, cached.owner, cached.names,
+                                 cached.content_checksums,
+                                 lambda: self.load(cached.owner), cached.size_warning)
+        return Declaration(
+            registry=registry, policy=cached.policy, name=cached.name,
+            namespace=cached.namespace, source=cached.source, store=cached.store,
+            deletion_policy=cached.deletion_policy, suspend=cached.suspend,
+            interval=cached.interval)
+
+    def load(self, owner: str) -> DeclaredFlows:
+        if self._read is None:
+            source = str(self.path)
+            raw = documents.read_bytes(self.path)
+            if self.cache.key(source, raw, self.verify_checksums) != self.key:
+                raise InvalidSpec(Problem(
+                    "the file changed while flowreg ran (after it was first read); nothing "
+                    "of it was written", source=source))
+            with collector_paused():
+                decls, found, _ = _read_file(self.path, documents.decode(raw, source),
+                                             self.verify_checksums, {})
+            if found:
+                raise InvalidSpec(found)
+            self._read = {}
+            for d in decls:
+                assert isinstance(d.registry, DeclaredFlows)
+                self._read[d.registry.owner] = d.registry
+        registry = self._read.get(owner)
+        if registry is None:
+            raise InvalidSpec(Problem(f"FlowRegistry {owner} is no longer declared here",
+                                      source=str(self.path)))
+        return registry
 
 
 def _parse_all(docs: list[Document], verify_checksums: bool,

@@ -28,8 +28,9 @@ from flowreg.errors import (
     FlowregError,
     Interrupted,
     InvalidSpec,
+    Problem,
 )
-from flowreg.flow import DeclaredFlows, SyncPolicy
+from flowreg.flow import DeclaredFlows, DeferredFlows, SyncPolicy
 from flowreg.history import Checkpoint, RunHistory
 from flowreg.location import StoreLocation
 from flowreg.plan import Plan, Removal, RemovalReason, VectorSource, Write, guard, plan_sync
@@ -131,10 +132,11 @@ class SyncEngine:
                 owned.callback(history.close)
             yield cls(store, embedder, history=history, batch_size=config.batch_size)
 
-    async def plan(self, registry: DeclaredFlows, policy: SyncPolicy | None = None, *,
-                   deep: bool = False) -> PlannedSync:
+    async def plan(self, registry: DeclaredFlows | DeferredFlows,
+                   policy: SyncPolicy | None = None, *, deep: bool = False) -> PlannedSync:
         """What ``apply`` would do, without writing anything (the guard is not applied)."""
         policy = policy or SyncPolicy()
+        registry = _full(registry)
         if await self.store.collection_exists():
             await self.store.ensure_collection(await self.dimension())
         with collector_paused():
@@ -143,10 +145,14 @@ class SyncEngine:
         _collection_of(self.store, report)
         return PlannedSync(plan, report)
 
-    async def apply(self, registry: DeclaredFlows, policy: SyncPolicy | None = None, *,
+    async def apply(self, registry: DeclaredFlows | DeferredFlows,
+                    policy: SyncPolicy | None = None, *,
                     deep: bool = False, progress: ProgressFn | None = None,
                     on_plan: Callable[[Plan], Awaitable[None]] | None = None) -> SyncReport:
         """Make the store hold exactly ``registry``'s flows (for its owner) and report it.
+
+        A ``DeferredFlows`` registry is loaded only if its digest does not match the stored
+        one (or ``deep``): a matching registry is reported from its names alone.
 
         Raises ``DeletionGuard`` before any write if the plan deletes more than ``policy``
         allows, ``StoreUnavailable``/``EmbedderUnavailable`` if a backend fails (the run is
@@ -157,7 +163,8 @@ class SyncEngine:
             return await self._apply(registry, policy, deep, progress, on_plan, run,
                                      embeddings)
 
-    async def _apply(self, registry: DeclaredFlows, policy: SyncPolicy | None, deep: bool,
+    async def _apply(self, registry: DeclaredFlows | DeferredFlows, policy: SyncPolicy | None,
+                     deep: bool,
                      progress: ProgressFn | None,
                      on_plan: Callable[[Plan], Awaitable[None]] | None, run: StoreStats,
                      embeddings: EmbedCounts) -> SyncReport:
@@ -186,6 +193,7 @@ class SyncEngine:
                 report.kept = [str(n) for n in kept] if isinstance(kept, list) else []
                 report.digest = "matched"
             else:
+                registry = _full(registry)
                 with collector_paused():
                     plan = await self._plan(registry, policy, deep)
                 guard(plan, registry, policy)
@@ -343,6 +351,19 @@ class SyncEngine:
             result = progress(checkpoint)
             if inspect.isawaitable(result):
                 await result
+
+
+def _full(registry: DeclaredFlows | DeferredFlows) -> DeclaredFlows:
+    """``registry`` with its flows; a deferred one is loaded and must be what it said it was."""
+    if isinstance(registry, DeclaredFlows):
+        return registry
+    full = registry.load()
+    if (full.agent_id, full.owner, full.names, full.content_checksums) != (
+            registry.agent_id, registry.owner, registry.names, registry.content_checksums):
+        raise InvalidSpec(Problem(
+            f"FlowRegistry {registry.owner}: its manifest no longer gives the flows it gave "
+            "when it was first read; nothing of it was written", source=registry.owner))
+    return full
 
 
 def _collection_of(store: FlowStore, report: SyncReport) -> None:

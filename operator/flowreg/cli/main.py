@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from flowreg.history import Checkpoint
     from flowreg.manifest import Declaration
+    from flowreg.read_cache import ReadCache
     from flowreg.sync import SyncEngine
 
 # The defaults of flowreg.store and flowreg.sync, named here so that --help does not import
@@ -102,9 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="environment variable holding the embedding API key; must be set "
                             f"when given [default: {DEFAULT_KEY_ENV}, optional]")
 
+    def read_cache(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-read-cache", dest="read_cache", action="store_false",
+                       help="neither use nor keep what reading unchanged manifests found "
+                            "[kept in $FLOWREG_CACHE_DIR, default ~/.cache/flowreg/manifests; "
+                            "'off' disables]")
+
     p = sub.add_parser("validate", help="check manifests offline (schema, checksums, blueprints)")
     files(p)
     output(p)
+    read_cache(p)
 
     from flowreg.cli import lint
 
@@ -121,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         files(p)
         output(p)
         store(p)
+        read_cache(p)
         p.add_argument("--deep", action="store_true",
                        help="ignore the registry digest and compare stored content and point "
                             "ids, not only checksums (finds tampering)")
@@ -289,7 +298,7 @@ def _run_operator(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from flowreg import manifest
 
-    decls = manifest.load(args.files)
+    decls = manifest.load(args.files, cache=_read_cache(args))
     _freeze_collector()
     _warn_cluster_size(decls)
     if args.output == "json":
@@ -314,12 +323,16 @@ def _freeze_collector() -> None:
 
 def _warn_cluster_size(decls: Sequence[Declaration]) -> None:
     """Say on stderr which registries a default Kubernetes cluster could not store."""
-    from flowreg.size import cluster_size_warning
-
     for d in decls:
-        warning = cluster_size_warning(d.registry, d.name, d.namespace, d.source)
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
+        if d.size_warning:
+            print(f"warning: {d.size_warning}", file=sys.stderr)
+
+
+def _read_cache(args: argparse.Namespace) -> ReadCache | None:
+    """The read cache the flags and the environment allow (None: off)."""
+    from flowreg.read_cache import ReadCache
+
+    return ReadCache.default() if args.read_cache else None
 
 
 def _checksum(args: argparse.Namespace) -> int:
@@ -368,7 +381,9 @@ async def _sync(args: argparse.Namespace) -> int:
     from flowreg import manifest
     from flowreg.cli.stopping import StopSignals, partial_report, partial_summary
 
-    decls = manifest.load(args.files)
+    # An apply that compares digests reads a file the cache holds only if a digest differs.
+    decls = manifest.load(args.files, cache=_read_cache(args),
+                          defer=args.command == "apply" and not args.deep)
     _freeze_collector()
     _warn_cluster_size(decls)
     exit_code = ExitCode.OK

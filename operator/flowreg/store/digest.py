@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from flowreg.flow import DeclaredFlows, SyncPolicy
+from flowreg.flow import DeclaredFlows, DeferredFlows, SyncPolicy
 
 DIGEST_FORMAT = 1
 DIGEST_NAMESPACE = uuid.UUID("0b7c9a4e-3f21-4d6a-8e15-7c2f9d4b6a10")
@@ -41,13 +41,13 @@ def digest_point_id(agent_id: str, owner: str) -> str:
     return str(uuid.uuid5(DIGEST_NAMESPACE, f"{agent_id}\x00{owner}"))
 
 
-def registry_digest(registry: DeclaredFlows, policy: SyncPolicy, embedder: str, dimension: int,
-                    payload_version: int) -> str:
+def registry_digest(registry: DeclaredFlows | DeferredFlows, policy: SyncPolicy, embedder: str,
+                    dimension: int, payload_version: int) -> str:
     """``sha256:<hex>`` over everything a converged sync of ``registry`` depends on."""
     h = hashlib.sha256()
     head = (f"flowreg-digest/{DIGEST_FORMAT}\x00{payload_version}\x00{registry.agent_id}\x00"
             f"{registry.owner}\x00{embedder}\x00{dimension}\x00{int(policy.prune)}\x00"
-            f"{policy.max_deletions}\x00{int(policy.allow_empty)}\x00{len(registry.flows)}\n")
+            f"{policy.max_deletions}\x00{int(policy.allow_empty)}\x00{len(registry.names)}\n")
     h.update(head.encode())
     # In declaration order (reordering flows costs one full comparison, not a sort per sync);
     # names are NUL-free (the schema's pattern), checksums fixed-length.
@@ -56,11 +56,12 @@ def registry_digest(registry: DeclaredFlows, policy: SyncPolicy, embedder: str, 
     return "sha256:" + h.hexdigest()
 
 
-def digest_payload(registry: DeclaredFlows, digest: str, kept: list[str]) -> dict[str, Any]:
+def digest_payload(registry: DeclaredFlows | DeferredFlows, digest: str,
+                   kept: list[str]) -> dict[str, Any]:
     """The digest point's payload: the digest, whose it is, and what a matching sync reports
     without reading the flows (``kept``: undeclared flows left in place, pruning off)."""
     return {DIGEST_KEY: digest, "digest_agent": registry.agent_id,
-            "digest_owner": registry.owner, "flows": len(registry.flows), "kept": list(kept)}
+            "digest_owner": registry.owner, "flows": len(registry.names), "kept": list(kept)}
 
 
 def stored_digest(payload: Mapping[str, Any] | None) -> str | None:
