@@ -103,7 +103,7 @@ def _load(paths: Iterable[str | Path], verify_checksums: bool, cache: ReadCache 
     blueprints_seen: dict[bytes, Any] = {}
     for path in files:
         raw = documents.read_bytes(path)
-        key = cache.key(str(path), raw, verify_checksums) \
+        key = cache.key(str(path), raw, verify_checksums, schema.crd_path()) \
             if cache is not None and str(path) != "-" else None
         hit = cache.get(key) if cache is not None and key is not None and defer else None
         if hit is not None:
@@ -148,14 +148,18 @@ def _cached(decl: Declaration) -> CachedRegistry:
 
 
 class _FileReader:
-    """A cached file's registries, deferred; the first ``load`` reads the file for all."""
+    """A cached file's registries, deferred; the first ``load`` reads the file for all, and
+    refuses it unless it gives exactly what the cache said (its bytes unchanged, every
+    registry's flows, policy and metadata the same)."""
 
     def __init__(self, path: Path, key: str, cache: ReadCache, verify_checksums: bool) -> None:
         self.path, self.key, self.cache = path, key, cache
         self.verify_checksums = verify_checksums
+        self.cached: dict[str, CachedRegistry] = {}
         self._read: dict[str, DeclaredFlows] | None = None
 
     def deferred(self, cached: CachedRegistry) -> Declaration:
+        self.cached[cached.owner] = cached
         registry = DeferredFlows(cached.agent_id, cached.owner, cached.names,
                                  cached.content_checksums,
                                  lambda: self.load(cached.owner), cached.size_warning)
@@ -167,26 +171,30 @@ class _FileReader:
 
     def load(self, owner: str) -> DeclaredFlows:
         if self._read is None:
-            source = str(self.path)
-            raw = documents.read_bytes(self.path)
-            if self.cache.key(source, raw, self.verify_checksums) != self.key:
-                raise InvalidSpec(Problem(
-                    "the file changed while flowreg ran (after it was first read); nothing "
-                    "of it was written", source=source))
-            with collector_paused():
-                decls, found, _ = _read_file(self.path, documents.decode(raw, source),
-                                             self.verify_checksums, {})
-            if found:
-                raise InvalidSpec(found)
-            self._read = {}
-            for d in decls:
-                assert isinstance(d.registry, DeclaredFlows)
-                self._read[d.registry.owner] = d.registry
-        registry = self._read.get(owner)
-        if registry is None:
-            raise InvalidSpec(Problem(f"FlowRegistry {owner} is no longer declared here",
-                                      source=str(self.path)))
-        return registry
+            self._read = self._read_file()
+        return self._read[owner]
+
+    def _read_file(self) -> dict[str, DeclaredFlows]:
+        source = str(self.path)
+        raw = documents.read_bytes(self.path)
+        if self.cache.key(source, raw, self.verify_checksums, schema.crd_path()) != self.key:
+            raise InvalidSpec(Problem(
+                "the file changed while flowreg ran (after it was first read); nothing of it "
+                "was written", source=source))
+        with collector_paused():
+            decls, found, _ = _read_file(self.path, documents.decode(raw, source),
+                                         self.verify_checksums, {})
+        if found:
+            raise InvalidSpec(found)
+        read = {d.registry.owner: d for d in decls}
+        if {owner: _cached(d) for owner, d in read.items()} != self.cached:
+            self.cache.discard(self.key)
+            raise InvalidSpec(Problem(
+                "the read cache's entry for this file does not match what the file declares "
+                "(the entry is removed; run the command again); nothing of it was written",
+                source=source))
+        return {owner: d.registry for owner, d in read.items()
+                if isinstance(d.registry, DeclaredFlows)}
 
 
 def _parse_all(docs: list[Document], verify_checksums: bool,

@@ -7,17 +7,23 @@ declaration order, policy, metadata, the cluster size warning) are kept here, an
 read of the same bytes takes them instead of parsing. A registry whose digest then matches the
 store is done; any other is read in full before its plan (``flow.DeferredFlows``).
 
-Key: sha256 over this format, a fingerprint of the code that reads manifests (flowreg's
-version, and the size and modification time of every module of the ``flowreg`` package and of
-the CRD, so an edited or upgraded install never takes an entry it did not write), whether
-declared checksums were verified, the path as given (problems and reports name it), and the
-file's bytes. An entry holds its key; one that is missing, unreadable, oversized, malformed or
-made under another key is a miss, never an error. A file with any problem is not kept.
+Key: sha256 over this format; a fingerprint of the code that reads manifests (flowreg's
+version, the Python version, and the path, size and modification time of every file of the
+``flowreg`` package and of the YAML parsers and the schema validator), so an edited or upgraded
+install never takes an entry it did not write; the CRD the manifest is validated against (its
+path, ``$FLOWREG_CRD`` included, size and mtime); whether declared checksums were verified; the
+path as given (problems and reports name it); and the file's bytes. An entry holds its key;
+one that is missing, unreadable, oversized, malformed or made under another key is a miss,
+never an error. A file with any problem is not kept. When a deferred registry is read in full,
+everything the entry said of it (policy and metadata too) must be what the file gives, or the
+apply stops before writing it.
 
 Where: ``$FLOWREG_CACHE_DIR`` (``off`` or empty: no cache), else
-``$XDG_CACHE_HOME/flowreg/manifests``, else ``~/.cache/flowreg/manifests``. Entries are written
-atomically (a temporary file renamed), the least recently used beyond ``MAX_ENTRIES`` are
-removed, and any failure to create, write or prune (read-only home, full disk) leaves the
+``$XDG_CACHE_HOME/flowreg/manifests``, else ``~/.cache/flowreg/manifests``. A directory that is
+not the user's own, or that others may write into, is not used (another user could plant an
+entry). Entries are written atomically (a temporary file renamed), the least recently used
+beyond ``MAX_ENTRIES`` are removed (only entries and stale temporary files: nothing else in the
+directory), and any failure to create, write or prune (read-only home, full disk) leaves the
 command working as if there were no cache.
 """
 
@@ -25,8 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
+import re
+import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +50,13 @@ from flowreg.version import __version__
 CACHE_FORMAT = 1
 MAX_ENTRIES = 64
 """Entries kept; a few hundred MiB at most with the largest manifests read."""
-MAX_ENTRY_BYTES = 256 * 2**20
-"""An entry larger than this is not read (no manifest flowreg accepts makes one)."""
+MAX_ENTRY_BYTES = 64 * 2**20
+"""An entry larger than this is not read (a manifest is at most 16 MiB, and its entry holds
+less than four times its bytes)."""
+READERS = ("yaml_rs", "yaml", "jsonschema_rs")
+"""The packages whose code decides what a manifest reads to (in the key's fingerprint)."""
+TMP_PREFIX = ".tmp-"
+_ENTRY = re.compile(r"^[0-9a-f]{64}$")
 ENV = "FLOWREG_CACHE_DIR"
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -124,29 +139,43 @@ class ReadCache:
             os.path.join(home, ".cache") if os.path.isabs(home) else "")
         return cls(os.path.join(base, "flowreg", "manifests")) if base else None
 
-    def key(self, path: str, raw: bytes, verify_checksums: bool) -> str:
-        """The key of ``raw`` read from ``path`` by this install."""
+    def key(self, path: str, raw: bytes, verify_checksums: bool, schema: Path) -> str:
+        """The key of ``raw`` read from ``path`` by this install, validated against the CRD
+        in ``schema``."""
         h = hashlib.sha256()
         h.update(f"flowreg-read-cache/{CACHE_FORMAT}\x00".encode())
         h.update(self.fingerprint())
-        h.update(f"\x00{int(verify_checksums)}\x00{path}\x00".encode())
+        h.update(_stat_line(schema).encode("utf-8", "surrogateescape"))
+        h.update(f"\x00{int(verify_checksums)}\x00".encode())
+        h.update(os.fsencode(path))
+        h.update(b"\x00")
         h.update(raw)
         return h.hexdigest()
 
     def fingerprint(self) -> bytes:
-        """flowreg's version and the size and mtime of its modules and CRD (computed once)."""
+        """What the reading code is (computed once): flowreg's version, the Python version, and
+        the path, size and mtime of every file of flowreg's package and of the parsers and
+        validator it reads with."""
         if self._fingerprint is None:
-            parts = [__version__]
-            for file in sorted(_code_files()):
-                with contextlib.suppress(OSError):
-                    st = file.stat()
-                    parts.append(f"{file}:{st.st_size}:{st.st_mtime_ns}")
-            self._fingerprint = "\x00".join(parts).encode()
+            parts = [__version__, sys.version]
+            parts.extend(_stat_line(file) for file in sorted(_code_files()))
+            self._fingerprint = "\x00".join(parts).encode("utf-8", "surrogateescape")
         return self._fingerprint
+
+    def _trusted(self) -> bool:
+        """Whether the directory is this user's and nobody else may write into it (an entry
+        planted by another user could claim a registry is unchanged)."""
+        try:
+            st = self.directory.stat()
+        except OSError:
+            return False
+        return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
     def get(self, key: str) -> CachedFile | None:
         """The entry under ``key``; None for a miss (absent, unreadable or not an entry)."""
         path = self.directory / key
+        if not self._trusted():
+            return None
         try:
             with path.open("rb") as fh:
                 raw = fh.read(MAX_ENTRY_BYTES + 1)
@@ -166,13 +195,20 @@ class ReadCache:
             os.utime(path)  # recently used: pruned last
         return entry
 
+    def discard(self, key: str) -> None:
+        """Remove the entry under ``key``, if any."""
+        with contextlib.suppress(OSError):
+            (self.directory / key).unlink()
+
     def put(self, key: str, documents: int, registries: Sequence[CachedRegistry]) -> None:
         """Keep an entry under ``key``; does nothing if it cannot be written."""
-        data = orjson.dumps({"key": key, "documents": documents,
-                             "registries": [r.to_json() for r in registries]})
         try:
+            data = orjson.dumps({"key": key, "documents": documents,
+                                 "registries": [r.to_json() for r in registries]})
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            if not self._trusted():
+                return
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=TMP_PREFIX)
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
@@ -182,22 +218,44 @@ class ReadCache:
                     os.unlink(tmp)
                 raise
             self._prune()
-        except OSError:
+        except (OSError, orjson.JSONEncodeError):
             return
 
     def _prune(self) -> None:
+        """Remove entries beyond ``max_entries`` (least recently used first) and temporary
+        files left for an hour; nothing else in the directory is touched."""
         entries = []
+        stale = time.time() - 3600
         for path in self.directory.iterdir():
             with contextlib.suppress(OSError):
-                entries.append((path.stat().st_mtime_ns, path))
+                if _ENTRY.match(path.name):
+                    entries.append((path.stat().st_mtime_ns, path))
+                elif path.name.startswith(TMP_PREFIX) and path.stat().st_mtime < stale:
+                    path.unlink()
         entries.sort(reverse=True)
         for _, path in entries[self.max_entries:]:
             with contextlib.suppress(OSError):
                 path.unlink()
 
 
+def _stat_line(file: Path) -> str:
+    try:
+        st = file.stat()
+    except OSError:
+        return f"{file}:absent"
+    return f"{file}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def _code_files() -> list[Path]:
-    files = list(_PACKAGE.rglob("*.py"))
-    files.extend(p for p in (_PACKAGE / "crds" / "flowregistry.yaml",
-                             _PACKAGE.parents[1] / "crds" / "flowregistry.yaml") if p.exists())
+    """flowreg's modules and data, and the files of the packages that parse and validate."""
+    files = [p for p in _PACKAGE.rglob("*") if p.suffix in (".py", ".yaml")]
+    for name in READERS:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        if spec.submodule_search_locations:  # a package: every file beside its __init__
+            files.extend(p for p in origin.parent.iterdir() if p.is_file())
+        else:
+            files.append(origin)
     return files

@@ -160,7 +160,7 @@ def test_a_damaged_entry_is_a_miss(capsys, tmp_path, write_manifest, cache_dir, 
 
 
 def test_an_unwritable_cache_leaves_the_command_working(capsys, tmp_path, write_manifest,
-                                                        monkeypatch):
+                                                        monkeypatch, parses):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("FLOWREG_CACHE_DIR", str(blocker / "cache"))  # under a regular file
@@ -168,6 +168,70 @@ def test_an_unwritable_cache_leaves_the_command_working(capsys, tmp_path, write_
     store = str(tmp_path / "qdrant")
     assert len(apply(capsys, "-f", str(path), "--store", store)["created"]) == 3
     assert apply(capsys, "-f", str(path), "--store", store)["digest"] == "matched"
+    assert len(parses) == 2  # read both times: there is no cache
+
+
+def test_a_directory_others_may_write_into_is_not_used(capsys, tmp_path, write_manifest,
+                                                        cache_dir, parses):
+    path = write_manifest(registry_doc(make_flows(3)))
+    store = str(tmp_path / "qdrant")
+    apply(capsys, "-f", str(path), "--store", store)
+    cache_dir.chmod(0o777)
+    assert apply(capsys, "-f", str(path), "--store", store)["digest"] == "matched"
+    assert len(parses) == 2
+
+
+def test_an_entry_that_lies_about_the_policy_stops_the_apply_before_any_write(
+        capsys, tmp_path, write_manifest, cache_dir, parses):
+    path = write_manifest(registry_doc(make_flows(3)))
+    store = str(tmp_path / "qdrant")
+    apply(capsys, "-f", str(path), "--store", store)
+    [entry] = [p for p in cache_dir.iterdir() if not p.name.startswith(".")]
+    data = json.loads(entry.read_bytes())
+    data["registries"][0]["policy"] = [False, 0, False]  # the file says prune, 25
+    entry.write_text(json.dumps(data))
+    assert main(["apply", "-f", str(path), "--store", store, "-o", "json"]) == InvalidSpec.exit_code
+    captured = capsys.readouterr()
+    assert "read cache's entry" in captured.err and str(path) in captured.err
+    assert not entry.exists()  # removed: the next run reads the file
+    report = apply(capsys, "-f", str(path), "--store", store)
+    assert report["digest"] == "matched" and report["store_writes"] == 0
+
+
+def test_another_crd_is_another_key(capsys, tmp_path, write_manifest, cache_dir, parses,
+                                    monkeypatch):
+    from flowreg import schema
+
+    path = write_manifest(registry_doc(make_flows(3)))
+    store = str(tmp_path / "qdrant")
+    apply(capsys, "-f", str(path), "--store", store)
+    crd = tmp_path / "crd.yaml"
+    crd.write_bytes(schema.crd_path().read_bytes())
+    monkeypatch.setenv("FLOWREG_CRD", str(crd))
+    apply(capsys, "-f", str(path), "--store", store)
+    assert len(parses) == 2
+
+
+def test_a_file_name_that_is_not_utf8_is_read_without_the_cache(capsys, tmp_path, cache_dir,
+                                                                parses):
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/\xff-bot.yaml"))
+    path.write_text(yaml.safe_dump(registry_doc(make_flows(3))), encoding="utf-8")
+    store = str(tmp_path / "qdrant")
+    apply(capsys, "-f", str(path), "--store", store)
+    assert apply(capsys, "-f", str(path), "--store", store)["digest"] == "matched"
+    assert len(parses) == 2  # its entry cannot name it in JSON: read both times, no error
+
+
+def test_pruning_touches_nothing_but_entries(tmp_path):
+    directory = tmp_path / "c"
+    directory.mkdir(mode=0o700)
+    mine = directory / "notes.txt"
+    mine.write_text("keep me")
+    cache = ReadCache(directory, max_entries=1)
+    for key in ("a" * 64, "b" * 64):
+        cache.put(key, 0, [])
+    assert mine.read_text() == "keep me"
+    assert len([p for p in directory.iterdir() if p.name != "notes.txt"]) == 1
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
@@ -194,15 +258,21 @@ def test_deep_apply_reads_the_file(capsys, tmp_path, write_manifest, cache_dir, 
 def test_an_edited_reader_never_takes_an_entry_it_did_not_write(tmp_path, monkeypatch):
     module = tmp_path / "reader.py"
     module.write_text("one")
+    crd = tmp_path / "crd.yaml"
+    crd.write_text("crd")
     monkeypatch.setattr(read_cache, "_code_files", lambda: [module])
-    monkeypatch.setattr(read_cache, "_PACKAGE", tmp_path / "pkg")
-    before = ReadCache(tmp_path).key("m.yaml", b"x", True)
-    module.write_text("two, longer")
-    assert ReadCache(tmp_path).key("m.yaml", b"x", True) != before
-    assert ReadCache(tmp_path).key("other.yaml", b"x", True) != ReadCache(tmp_path).key(
-        "m.yaml", b"x", True)
-    assert ReadCache(tmp_path).key("m.yaml", b"x", False) != ReadCache(tmp_path).key(
-        "m.yaml", b"x", True)
+
+    def key(path: str = "m.yaml", verify: bool = True) -> str:
+        return ReadCache(tmp_path).key(path, b"x", verify, crd)
+
+    before = key()
+    assert key() == before  # the same install, the same key
+    os.utime(module, ns=(1, 1))  # the same bytes and size, another mtime
+    assert key() != before
+    before = key()
+    os.utime(crd, ns=(1, 1))
+    assert key() != before
+    assert key("other.yaml") != key() and key(verify=False) != key()
 
 
 def test_the_least_recently_used_entries_go_beyond_the_limit(tmp_path):
