@@ -181,10 +181,19 @@ class SyncEngine:
                                   "total": interrupted.total}
         try:
             dimension = await self.dimension()
+            trusted = self.store.knows_collection(dimension)
             await self.store.ensure_collection(dimension)
             want = registry_digest(registry, policy, self.embedder.identity, dimension,
                                    PAYLOAD_VERSION)
-            held = await self.store.read_digest(registry.agent_id, registry.owner)
+            try:
+                held = await self.store.read_digest(registry.agent_id, registry.owner)
+            except Exception:
+                if not trusted:
+                    raise
+                # The collection was trusted to be there; it may have gone since: ask again.
+                self.store.forget_collection()
+                await self.store.ensure_collection(dimension)
+                held = await self.store.read_digest(registry.agent_id, registry.owner)
             if not deep and held is not None and stored_digest(held) == want:
                 await self._checkpoint(Checkpoint(run_id, 0, 0), progress)
                 plan: Plan | None = None

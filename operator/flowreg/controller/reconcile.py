@@ -45,6 +45,11 @@ from flowreg.sync import EngineConfig, SyncEngine
 
 log = logging.getLogger("flowreg.controller")
 MAX_BACKOFF = 300.0
+COLLECTION_RECHECK_SECONDS = 60.0
+"""How long a store's collection, once found, is trusted without asking Qdrant again: a
+re-sync of an unchanged registry then reads its digest alone (one call instead of three). A
+collection deleted behind the operator's back is noticed at the first failed call, and the
+sync asks again and recreates it (SyncEngine.apply)."""
 
 
 class Sink(Protocol):
@@ -103,6 +108,7 @@ class Reconciler:
                 batch_size=store.batch_size, api_key=store.api_key, timeout=store.timeout,
                 page_size=store.page_size, settings=store.cluster,
                 lock_timeout=0)))  # held by another process: fail now, retried with backoff
+            engine.store.collection_recheck = COLLECTION_RECHECK_SECONDS
             self.engines[store.name] = engine
         return engine
 

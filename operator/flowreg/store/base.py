@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -183,7 +184,13 @@ class FlowStore(abc.ABC):
     settings: CollectionSettings = CollectionSettings()
     """Applied when this store creates the collection (servers only; see store.settings)."""
 
+    collection_recheck: float = 0.0
+    """Seconds for which ``ensure_collection`` trusts what it last found (the collection there,
+    with this vector size) without asking the backend again; 0 (the default) always asks. A
+    long-running process that syncs often sets it (the operator). Any failed call forgets it."""
+
     def __init__(self) -> None:
+        self._ensured: tuple[int, float] | None = None
         self.stats = StoreStats()
         self.held: CollectionLayout | None = None
         """The collection's shards, replicas and tenant index as ``ensure_collection`` last
@@ -261,8 +268,28 @@ class FlowStore(abc.ABC):
         A new collection gets ``settings`` (``InvalidSpec`` before anything is created if they
         cannot be met, e.g. more replicas than peers); an existing one is used as it is, and
         ``warnings`` says where it differs from them. Raises ``StoreIncompatible`` if it exists
-        with another vector layout.
+        with another vector layout. While ``knows_collection(dimension)``, asks nothing and
+        returns False.
         """
+        if self.knows_collection(dimension):
+            return False
+        created = await self._ensure_collection(dimension)
+        self._ensured = (dimension, time.monotonic())
+        return created
+
+    def knows_collection(self, dimension: int) -> bool:
+        """Whether ``ensure_collection(dimension)`` would trust an earlier finding (a finding
+        for the same size, less than ``collection_recheck`` seconds old, with no call failed
+        since)."""
+        known = self._ensured
+        return (self.collection_recheck > 0 and known is not None and known[0] == dimension
+                and time.monotonic() - known[1] < self.collection_recheck)
+
+    def forget_collection(self) -> None:
+        """Ask the backend at the next ``ensure_collection`` (e.g. after an error)."""
+        self._ensured = None
+
+    async def _ensure_collection(self, dimension: int) -> bool:
         if not await self._call("collection_exists", self._exists()):
             try:
                 await self._call("create_collection", self._create(dimension))
@@ -478,6 +505,7 @@ class FlowStore(abc.ABC):
         try:
             result = await call
         except Exception as exc:
+            self._ensured = None  # whatever failed, the collection's state is asked again
             self._raise_mapped(exc)
         for stats in (self.stats, *_RUNS.get()):
             stats.points_written += points_written

@@ -1,0 +1,66 @@
+"""A store that trusts its collection for ``collection_recheck`` seconds (the operator's): an
+unchanged registry's re-sync is one read, and a collection deleted behind its back is found and
+recreated by the same sync."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowreg.embed import HashingEmbedder
+from flowreg.flow import DeclaredFlows, Flow
+from flowreg.store import FlowStore
+from flowreg.sync import SyncEngine
+
+
+def registry(n: int) -> DeclaredFlows:
+    return DeclaredFlows("agent", "ns/reg", tuple(
+        Flow(f"flow_{i:03d}", f"do thing {i}", (f"please do {i}",), ()) for i in range(n)))
+
+
+async def test_a_trusted_collection_makes_a_noop_resync_one_read(store: FlowStore):
+    store.collection_recheck = 60.0
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(10))
+    calls = store.stats.calls.copy()
+    report = await engine.apply(registry(10))
+    assert report.digest == "matched"
+    assert store.stats.calls - calls == {"read_digest": 1}
+
+
+async def test_without_recheck_every_sync_asks(store: FlowStore):
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(3))
+    calls = store.stats.calls.copy()
+    await engine.apply(registry(3))
+    assert (store.stats.calls - calls)["collection_exists"] == 1
+
+
+async def test_a_failed_call_makes_the_next_sync_ask_again(store: FlowStore):
+    store.collection_recheck = 60.0
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(3))
+    assert store.knows_collection(await engine.dimension())
+
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await store._call("scroll", broken())
+    assert not store.knows_collection(await engine.dimension())
+    calls = store.stats.calls.copy()
+    await engine.apply(registry(3))
+    assert (store.stats.calls - calls)["collection_exists"] == 1
+
+
+async def test_a_collection_deleted_behind_its_back_is_recreated_by_the_same_sync(
+        store: FlowStore):
+    client = getattr(store, "client", None)
+    if client is None:
+        pytest.skip("an embedded Edge store holds its shard: nothing else can delete it")
+    store.collection_recheck = 60.0
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(5))
+    await client.delete_collection(store.collection)
+    report = await engine.apply(registry(5))
+    assert len(report.created) == 5 and report.digest == "written"
+    assert await store.count() == 5
