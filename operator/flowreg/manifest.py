@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,8 @@ def load(paths: Iterable[str | Path], *, verify_checksums: bool = True,
     With ``cache``, every file read without a problem is kept in it (``flowreg.read_cache``).
     With ``defer`` too, a file the cache already holds is not parsed: its declarations carry
     ``DeferredFlows``, whose ``load`` reads the file in full (once, for all its registries)
-    and refuses it if its bytes changed since. Standard input is never cached.
+    and refuses it if its bytes changed since. Only regular files are cached (not standard
+    input, a pipe or a device: what they gave cannot be read again).
     """
     with collector_paused():
         return _load(paths, verify_checksums, cache, defer)
@@ -103,8 +105,8 @@ def _load(paths: Iterable[str | Path], verify_checksums: bool, cache: ReadCache 
     blueprints_seen: dict[bytes, Any] = {}
     for path in files:
         raw = documents.read_bytes(path)
-        key = cache.key(str(path), raw, verify_checksums, schema.crd_path()) \
-            if cache is not None and str(path) != "-" else None
+        key = cache.key(str(path), raw, verify_checksums, schema.crd_digest()) \
+            if cache is not None and _regular_file(path) else None
         hit = cache.get(key) if cache is not None and key is not None and defer else None
         if hit is not None:
             assert cache is not None and key is not None
@@ -126,6 +128,17 @@ def _load(paths: Iterable[str | Path], verify_checksums: bool, cache: ReadCache 
     if problems:
         raise InvalidSpec(problems)
     return declarations
+
+
+def _regular_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file: what a pipe, a terminal or standard input gave
+    cannot be read again, so it is never cached."""
+    if str(path) == "-":
+        return False
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _read_file(path: Path, text: str, verify_checksums: bool,
@@ -177,7 +190,8 @@ class _FileReader:
     def _read_file(self) -> dict[str, DeclaredFlows]:
         source = str(self.path)
         raw = documents.read_bytes(self.path)
-        if self.cache.key(source, raw, self.verify_checksums, schema.crd_path()) != self.key:
+        if self.cache.key(source, raw, self.verify_checksums, schema.crd_digest()) != self.key:
+            self.cache.discard(self.key)
             raise InvalidSpec(Problem(
                 "the file changed while flowreg ran (after it was first read); nothing of it "
                 "was written", source=source))

@@ -8,10 +8,11 @@ read of the same bytes takes them instead of parsing. A registry whose digest th
 store is done; any other is read in full before its plan (``flow.DeferredFlows``).
 
 Key: sha256 over this format; a fingerprint of the code that reads manifests (flowreg's
-version, the Python version, and the path, size and modification time of every file of the
-``flowreg`` package and of the YAML parsers and the schema validator), so an edited or upgraded
-install never takes an entry it did not write; the CRD the manifest is validated against (its
-path, ``$FLOWREG_CRD`` included, size and mtime); whether declared checksums were verified; the
+version, the Python version, the content of every module and data file of the ``flowreg``
+package, and the installed version, path, size and modification time of every file of the YAML
+parsers, the schema validator and the JSON encoder behind content checksums), so an edited or
+upgraded install never takes an entry it did not write; the text of the CRD this process
+validates against (``$FLOWREG_CRD`` included); whether declared checksums were verified; the
 path as given (problems and reports name it); and the file's bytes. An entry holds its key;
 one that is missing, unreadable, oversized, malformed or made under another key is a miss,
 never an error. A file with any problem is not kept. When a deferred registry is read in full,
@@ -53,8 +54,10 @@ MAX_ENTRIES = 64
 MAX_ENTRY_BYTES = 64 * 2**20
 """An entry larger than this is not read (a manifest is at most 16 MiB, and its entry holds
 less than four times its bytes)."""
-READERS = ("yaml_rs", "yaml", "jsonschema_rs")
-"""The packages whose code decides what a manifest reads to (in the key's fingerprint)."""
+READERS = {"yaml_rs": "yaml_rs", "yaml": "pyyaml", "jsonschema_rs": "jsonschema_rs",
+           "orjson": "orjson"}
+"""The packages whose code decides what a manifest reads to (in the key's fingerprint), each
+with the name of its distribution (whose installed version is in the fingerprint too)."""
 TMP_PREFIX = ".tmp-"
 _ENTRY = re.compile(r"^[0-9a-f]{64}$")
 ENV = "FLOWREG_CACHE_DIR"
@@ -126,7 +129,7 @@ class ReadCache:
                  max_entries: int = MAX_ENTRIES) -> None:
         self.directory = Path(directory)
         self.max_entries = max_entries
-        self._fingerprint: bytes | None = None
+        self._fingerprint = _fingerprint()
 
     @classmethod
     def default(cls) -> ReadCache | None:
@@ -139,27 +142,21 @@ class ReadCache:
             os.path.join(home, ".cache") if os.path.isabs(home) else "")
         return cls(os.path.join(base, "flowreg", "manifests")) if base else None
 
-    def key(self, path: str, raw: bytes, verify_checksums: bool, schema: Path) -> str:
+    def key(self, path: str, raw: bytes, verify_checksums: bool, crd_digest: str) -> str:
         """The key of ``raw`` read from ``path`` by this install, validated against the CRD
-        in ``schema``."""
+        whose text has the sha256 ``crd_digest`` (``schema.crd_digest``)."""
         h = hashlib.sha256()
         h.update(f"flowreg-read-cache/{CACHE_FORMAT}\x00".encode())
         h.update(self.fingerprint())
-        h.update(_stat_line(schema).encode("utf-8", "surrogateescape"))
-        h.update(f"\x00{int(verify_checksums)}\x00".encode())
+        h.update(f"\x00{crd_digest}\x00{int(verify_checksums)}\x00".encode())
         h.update(os.fsencode(path))
         h.update(b"\x00")
         h.update(raw)
         return h.hexdigest()
 
     def fingerprint(self) -> bytes:
-        """What the reading code is (computed once): flowreg's version, the Python version, and
-        the path, size and mtime of every file of flowreg's package and of the parsers and
-        validator it reads with."""
-        if self._fingerprint is None:
-            parts = [__version__, sys.version]
-            parts.extend(_stat_line(file) for file in sorted(_code_files()))
-            self._fingerprint = "\x00".join(parts).encode("utf-8", "surrogateescape")
+        """What the reading code is (computed once, when the cache is made): see the module's
+        docstring."""
         return self._fingerprint
 
     def _trusted(self) -> bool:
@@ -246,16 +243,35 @@ def _stat_line(file: Path) -> str:
     return f"{file}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def _code_files() -> list[Path]:
-    """flowreg's modules and data, and the files of the packages that parse and validate."""
-    files = [p for p in _PACKAGE.rglob("*") if p.suffix in (".py", ".yaml")]
-    for name in READERS:
-        spec = importlib.util.find_spec(name)
+def _fingerprint() -> bytes:
+    h = hashlib.sha256(f"{__version__}\x00{sys.version}\x00".encode())
+    for file in sorted(p for p in _PACKAGE.rglob("*") if p.suffix in (".py", ".yaml")):
+        h.update(os.fsencode(file.relative_to(_PACKAGE)))
+        try:
+            h.update(b"\x00" + file.read_bytes() + b"\x00")
+        except OSError:
+            h.update(b"\x00absent\x00")
+    for module, distribution in sorted(READERS.items()):
+        spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
+            h.update(f"{module}:absent\x00".encode())
             continue
         origin = Path(spec.origin)
-        if spec.submodule_search_locations:  # a package: every file beside its __init__
-            files.extend(p for p in origin.parent.iterdir() if p.is_file())
-        else:
-            files.append(origin)
-    return files
+        files = sorted(p for p in origin.parent.iterdir() if p.is_file()) \
+            if spec.submodule_search_locations else [origin]
+        parts = [module, _installed_version(origin.parent.parent, distribution)]
+        parts.extend(_stat_line(file) for file in files)
+        h.update("\x00".join(parts).encode("utf-8", "surrogateescape"))
+    return h.digest()
+
+
+def _installed_version(site: Path, distribution: str) -> str:
+    """The names of ``distribution``'s ``.dist-info`` directories in ``site`` (they carry its
+    version), without importing ``importlib.metadata``."""
+    prefix = distribution.lower().replace("-", "_") + "-"
+    try:
+        return ",".join(sorted(name for name in os.listdir(site)
+                               if name.lower().startswith(prefix)
+                               and name.endswith(".dist-info")))
+    except OSError:
+        return "unknown"

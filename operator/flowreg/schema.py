@@ -54,9 +54,24 @@ def crd_path() -> Path:
 
 
 @functools.lru_cache(maxsize=1)
+def _crd_text() -> str:
+    """The CRD file's text, read once: validation and ``crd_digest`` both use this reading."""
+    return crd_path().read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def crd_digest() -> str:
+    """sha256 of the CRD text this process validates against (what a cached reading of a
+    manifest depends on, whichever file it came from)."""
+    import hashlib
+
+    return hashlib.sha256(_crd_text().encode("utf-8")).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition as a dict."""
-    text = crd_path().read_text(encoding="utf-8")
+    text = _crd_text()
     try:
         import yaml_rs
 

@@ -106,6 +106,7 @@ class SyncEngine:
         self.history = history
         self.batch_size = batch_size
         self.lookahead = max(MIN_LOOKAHEAD, self.embedder.concurrency)
+        self._matched: dict[tuple[str, str], _Matched] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -145,6 +146,33 @@ class SyncEngine:
         _collection_of(self.store, report)
         return PlannedSync(plan, report)
 
+    async def resolve(self, registry: DeclaredFlows | DeferredFlows,
+                      policy: SyncPolicy | None = None) -> DeclaredFlows | DeferredFlows:
+        """``registry`` with nothing left to read from its manifest before its ``apply``.
+
+        A deferred registry whose digest matches the store's stays deferred: the digest read
+        here is its apply's own (counted in its report, not made again), unless ``apply`` is
+        given another policy or ``deep``. Any other deferred registry is read in full now
+        (``InvalidSpec`` if its manifest no longer gives what it said). Resolving every
+        registry of an apply of several first puts every manifest problem before the first
+        write. A store or embedder that fails here gets the registry read in full too: its
+        ``apply`` then meets the failure, raises it and records the run.
+        """
+        if not isinstance(registry, DeferredFlows):
+            return registry
+        try:
+            with counting() as calls:
+                dimension = await self.dimension()
+                held, _ = await self._held(registry, dimension)
+        except Exception:
+            return _full(registry)
+        want = registry_digest(registry, policy or SyncPolicy(), self.embedder.identity,
+                               dimension, PAYLOAD_VERSION)
+        if held is not None and stored_digest(held) == want:
+            self._matched[(registry.agent_id, registry.owner)] = _Matched(want, held, calls)
+            return registry
+        return _full(registry)
+
     async def apply(self, registry: DeclaredFlows | DeferredFlows,
                     policy: SyncPolicy | None = None, *,
                     deep: bool = False, progress: ProgressFn | None = None,
@@ -181,19 +209,16 @@ class SyncEngine:
                                   "total": interrupted.total}
         try:
             dimension = await self.dimension()
-            trusted = self.store.knows_collection(dimension)
-            await self.store.ensure_collection(dimension)
             want = registry_digest(registry, policy, self.embedder.identity, dimension,
                                    PAYLOAD_VERSION)
-            try:
-                held = await self.store.read_digest(registry.agent_id, registry.owner)
-            except Exception:
-                if not trusted:
-                    raise
-                # The collection was trusted to be there; it may have gone since: ask again.
-                self.store.forget_collection()
-                await self.store.ensure_collection(dimension)
-                held = await self.store.read_digest(registry.agent_id, registry.owner)
+            matched = self._matched.pop((registry.agent_id, registry.owner), None)
+            trusted = False
+            if matched is not None and matched.want == want and not deep:
+                held = matched.held  # read by ``resolve``: its calls are this run's
+                run.calls.update(matched.calls.calls)
+                run.points_read += matched.calls.points_read
+            else:
+                held, trusted = await self._held(registry, dimension)
             if not deep and held is not None and stored_digest(held) == want:
                 await self._checkpoint(Checkpoint(run_id, 0, 0), progress)
                 plan: Plan | None = None
@@ -203,6 +228,9 @@ class SyncEngine:
                 report.digest = "matched"
             else:
                 registry = _full(registry)
+                if trusted:  # about to write: the collection is asked, not trusted
+                    self.store.forget_collection()
+                    await self.store.ensure_collection(dimension)
                 with collector_paused():
                     plan = await self._plan(registry, policy, deep)
                 guard(plan, registry, policy)
@@ -353,6 +381,23 @@ class SyncEngine:
                 vectors[write.point_id] = vector
         return vectors
 
+    async def _held(self, registry: DeclaredFlows | DeferredFlows,
+                    dimension: int) -> tuple[dict[str, Any] | None, bool]:
+        """The registry's stored digest (None if there is none), its collection ensured first,
+        and whether that collection was trusted without asking (``FlowStore.knows_collection``).
+        A read that fails on a trusted collection asks about it and reads again (it may have
+        been deleted since: ``ensure_collection`` then recreates it)."""
+        trusted = self.store.knows_collection(dimension)
+        await self.store.ensure_collection(dimension)
+        try:
+            return await self.store.read_digest(registry.agent_id, registry.owner), trusted
+        except Exception:
+            if not trusted:
+                raise
+        self.store.forget_collection()
+        await self.store.ensure_collection(dimension)
+        return await self.store.read_digest(registry.agent_id, registry.owner), False
+
     async def _checkpoint(self, checkpoint: Checkpoint, progress: ProgressFn | None) -> None:
         if self.history is not None:
             self.history.checkpoint(checkpoint)
@@ -360,6 +405,16 @@ class SyncEngine:
             result = progress(checkpoint)
             if inspect.isawaitable(result):
                 await result
+
+
+@dataclass(frozen=True)
+class _Matched:
+    """A deferred registry ``resolve`` found matching: the digest it wants, the stored digest
+    point, and the store calls that read it."""
+
+    want: str
+    held: dict[str, Any]
+    calls: StoreStats
 
 
 def _full(registry: DeclaredFlows | DeferredFlows) -> DeclaredFlows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -198,16 +199,41 @@ def test_an_entry_that_lies_about_the_policy_stops_the_apply_before_any_write(
     assert report["digest"] == "matched" and report["store_writes"] == 0
 
 
+@pytest.fixture
+def crd_env(monkeypatch):
+    """Set ``$FLOWREG_CRD`` for in-process commands: the CRD, read once per process, is read
+    again now and after the test."""
+    from flowreg import schema
+
+    cached = (schema._crd_text, schema.crd_digest, schema.crd, schema.object_schema,
+              schema._compiled)
+
+    def use(path: Path) -> None:
+        monkeypatch.setenv("FLOWREG_CRD", str(path))
+        for function in cached:
+            function.cache_clear()
+
+    yield use
+    monkeypatch.delenv("FLOWREG_CRD", raising=False)
+    for function in cached:
+        function.cache_clear()
+
+
 def test_another_crd_is_another_key(capsys, tmp_path, write_manifest, cache_dir, parses,
-                                    monkeypatch):
+                                    crd_env):
     from flowreg import schema
 
     path = write_manifest(registry_doc(make_flows(3)))
     store = str(tmp_path / "qdrant")
     apply(capsys, "-f", str(path), "--store", store)
-    crd = tmp_path / "crd.yaml"
-    crd.write_bytes(schema.crd_path().read_bytes())
-    monkeypatch.setenv("FLOWREG_CRD", str(crd))
+    same = tmp_path / "same.yaml"
+    same.write_bytes(schema.crd_path().read_bytes())
+    crd_env(same)  # the same text elsewhere: the same key
+    apply(capsys, "-f", str(path), "--store", store)
+    assert len(parses) == 1
+    edited = tmp_path / "edited.yaml"
+    edited.write_bytes(schema.crd_path().read_bytes() + b"\n# edited\n")
+    crd_env(edited)  # other text: read again
     apply(capsys, "-f", str(path), "--store", store)
     assert len(parses) == 2
 
@@ -256,22 +282,36 @@ def test_deep_apply_reads_the_file(capsys, tmp_path, write_manifest, cache_dir, 
 
 
 def test_an_edited_reader_never_takes_an_entry_it_did_not_write(tmp_path, monkeypatch):
-    module = tmp_path / "reader.py"
-    module.write_text("one")
-    crd = tmp_path / "crd.yaml"
-    crd.write_text("crd")
-    monkeypatch.setattr(read_cache, "_code_files", lambda: [module])
+    package = tmp_path / "flowreg"
+    package.mkdir()
+    module = package / "reader.py"
+    module.write_text("one = 1\n")
+    site = tmp_path / "site"
+    (site / "fakeparser").mkdir(parents=True)
+    parser = site / "fakeparser" / "__init__.py"
+    parser.write_text("")
+    (site / "fakeparser-1.0.dist-info").mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(read_cache, "_PACKAGE", package)
+    monkeypatch.setattr(read_cache, "READERS", {"fakeparser": "fakeparser"})
 
-    def key(path: str = "m.yaml", verify: bool = True) -> str:
+    def key(path: str = "m.yaml", verify: bool = True, crd: str = "c" * 64) -> str:
         return ReadCache(tmp_path).key(path, b"x", verify, crd)
 
     before = key()
     assert key() == before  # the same install, the same key
-    os.utime(module, ns=(1, 1))  # the same bytes and size, another mtime
+    os.utime(module, ns=(1, 1))  # flowreg's own files count by their content
+    assert key() == before
+    module.write_text("one = 2\n")  # the same size, other bytes
+    os.utime(module, ns=(1, 1))
     assert key() != before
     before = key()
-    os.utime(crd, ns=(1, 1))
+    os.utime(parser, ns=(1, 1))  # a parser's files count by size and mtime
     assert key() != before
+    before = key()
+    (site / "fakeparser-1.0.dist-info").rename(site / "fakeparser-1.1.dist-info")
+    assert key() != before  # and by the installed version
+    assert key(crd="d" * 64) != key()
     assert key("other.yaml") != key() and key(verify=False) != key()
 
 
@@ -282,3 +322,41 @@ def test_the_least_recently_used_entries_go_beyond_the_limit(tmp_path):
         os.utime(tmp_path / "c" / key, ns=(i * 10**9, i * 10**9))
     assert cache.get("a" * 64) is None  # pruned when the third was kept
     assert cache.get("b" * 64) is not None and cache.get("c" * 64) is not None
+
+
+def test_every_registry_of_an_apply_is_read_before_the_first_write(
+        capsys, tmp_path, write_manifest, cache_dir, parses, monkeypatch):
+    first = write_manifest(registry_doc(make_flows(3), name="a", agent="agent_a"))
+    second = write_manifest(registry_doc(make_flows(3), name="b", agent="agent_b"))
+    files = ["-f", str(first), "-f", str(second)]
+    main(["apply", *files, "--store", str(tmp_path / "one"), "-o", "json"])
+    capsys.readouterr()
+    real = manifest.load
+
+    def load_then_edit(*args: object, **kwargs: object) -> list[manifest.Declaration]:
+        loaded = real(*args, **kwargs)  # type: ignore[arg-type]
+        second.write_text(second.read_text() + "\n# edited while flowreg ran\n")
+        return loaded
+
+    monkeypatch.setattr(manifest, "load", load_then_edit)
+    other = str(tmp_path / "two")  # its digests differ: both files must be read
+    assert main(["apply", *files, "--store", other, "-o", "json"]) == InvalidSpec.exit_code
+    captured = capsys.readouterr()
+    assert "changed while flowreg ran" in captured.err and str(second) in captured.err
+    monkeypatch.setattr(manifest, "load", real)
+    assert main(["plan", "-f", str(first), "--store", other, "-o", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["created"]) == 3  # nothing of a written
+
+
+def test_a_pipe_is_read_without_the_cache(capsys, tmp_path, cache_dir, parses):
+    fifo = tmp_path / "manifest.yaml"
+    os.mkfifo(fifo)
+    text = yaml.safe_dump(registry_doc(make_flows(3)))
+    for store in ("one", "two"):  # the second's digest differs: a cached pipe could not be read
+        writer = threading.Thread(target=fifo.write_text, args=(text,))
+        writer.start()
+        report = apply(capsys, "-f", str(fifo), "--store", str(tmp_path / store))
+        writer.join()
+        assert report["digest"] == "written" and len(report["created"]) == 3
+        assert not list(cache_dir.glob("[0-9a-f]*"))  # nothing kept of it
+    assert len(parses) == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from flowreg.embed import HashingEmbedder
+from flowreg.errors import StoreIncompatible
 from flowreg.flow import DeclaredFlows, Flow
 from flowreg.store import FlowStore
 from flowreg.sync import SyncEngine
@@ -64,3 +65,22 @@ async def test_a_collection_deleted_behind_its_back_is_recreated_by_the_same_syn
     report = await engine.apply(registry(5))
     assert len(report.created) == 5 and report.digest == "written"
     assert await store.count() == 5
+
+
+async def test_a_collection_recreated_with_another_size_is_refused_before_any_embedding(
+        store: FlowStore):
+    client = getattr(store, "client", None)
+    if client is None:
+        pytest.skip("an embedded Edge store holds its shard: nothing else can recreate it")
+    from qdrant_client import models
+
+    store.collection_recheck = 60.0
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(5))
+    await client.delete_collection(store.collection)
+    await client.create_collection(store.collection, vectors_config=models.VectorParams(
+        size=7, distance=models.Distance.COSINE))
+    embedded = engine.embedder.calls
+    with pytest.raises(StoreIncompatible):
+        await engine.apply(registry(5))  # no digest there: about to write, it asks first
+    assert engine.embedder.calls == embedded

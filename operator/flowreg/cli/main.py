@@ -12,6 +12,7 @@ commands that open one, kopf and kubernetes only for ``run``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ from flowreg.version import __version__
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
+    from flowreg.cli.stopping import StopSignals
     from flowreg.history import Checkpoint
     from flowreg.manifest import Declaration
     from flowreg.read_cache import ReadCache
@@ -52,6 +54,9 @@ DEFAULT_COLLECTION = "flowreg_flows"
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_LOCK_TIMEOUT = 30.0
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+CLI_COLLECTION_RECHECK = 60.0
+"""Seconds an apply of several registries trusts the collection it found for the first (each
+further registry's digest read is then its one store call; a failed call asks again)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,6 +396,8 @@ async def _sync(args: argparse.Namespace) -> int:
     stop.install()
     try:
         async with _engine(args) as engine:
+            if args.command == "apply":
+                decls = await _resolved(engine, decls, args, stop)
             for decl in decls:
                 stop.check(where="before the next registry; nothing was written after it"
                            if args.command == "apply" else "")
@@ -451,6 +458,21 @@ async def _sync(args: argparse.Namespace) -> int:
         raise Interrupted(stop.signum, "after the last batch; the apply is complete"
                           if args.command == "apply" else "")
     return exit_code
+
+
+async def _resolved(engine: SyncEngine, decls: list[Declaration], args: argparse.Namespace,
+                    stop: StopSignals) -> list[Declaration]:
+    """``decls`` with every registry an apply will write read in full, before its first write
+    (``SyncEngine.resolve``): a manifest that no longer reads as it did stops the apply with
+    nothing written. The collection found for the first is trusted for the others."""
+    engine.store.collection_recheck = CLI_COLLECTION_RECHECK
+    resolved = []
+    for decl in decls:
+        stop.check(where="before the first write; nothing was written")
+        registry = await engine.resolve(decl.registry, _policy(decl, args))
+        resolved.append(decl if registry is decl.registry
+                        else dataclasses.replace(decl, registry=registry))
+    return resolved
 
 
 def _plan_lines(plan: Any) -> list[str]:

@@ -505,7 +505,6 @@ class FlowStore(abc.ABC):
         try:
             result = await call
         except Exception as exc:
-            self._ensured = None  # whatever failed, the collection's state is asked again
             self._raise_mapped(exc)
         for stats in (self.stats, *_RUNS.get()):
             stats.points_written += points_written
@@ -513,7 +512,9 @@ class FlowStore(abc.ABC):
         return result
 
     def _raise_mapped(self, exc: Exception) -> NoReturn:
-        """Raise the flowreg error a backend failure means, or the failure itself."""
+        """Raise the flowreg error a backend failure means, or the failure itself; whatever
+        failed, the collection is asked about again (``forget_collection``)."""
+        self._ensured = None
         mapped = None if isinstance(exc, FlowregError) else self._map_error(exc)
         if mapped is None:
             raise exc
