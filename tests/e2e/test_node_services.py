@@ -21,12 +21,24 @@ RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
               "seccompProfile": {"type": "RuntimeDefault"}}
 
 CLIENT = textwrap.dedent("""\
-    import json, socket, urllib.request
+    import json, socket, time, urllib.error, urllib.request
     def addresses(name):
         return sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET)})
+    refused = []
     def get(url):
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
+        # kube-proxy programs a Service's endpoints some time after its pods are Ready (it
+        # rejects connections until then): a client retries, as every real one does.
+        deadline = time.monotonic() + %(retry)d
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.URLError as exc:
+                if not isinstance(exc.reason, ConnectionRefusedError) \
+                        or time.monotonic() > deadline:
+                    raise
+                refused.append(url)
+                time.sleep(0.5)
     out = {"resolv": open("/etc/resolv.conf").read(),
            "web": addresses("web"), "web_fqdn": addresses("web.%(ns)s.svc.%(domain)s"),
            "headless": addresses("web-headless"), "web_0": addresses("web-0.web-headless"),
@@ -36,8 +48,11 @@ CLIENT = textwrap.dedent("""\
         out["outside"] = "resolved"
     except OSError as exc:
         out["outside"] = type(exc).__name__
+    out["refused"] = len(refused)
     print(json.dumps(out))
-""") % {"ns": NAMESPACE, "domain": DOMAIN}
+""")
+"""The client pod's program: formatted with the namespace, the cluster domain and how long it
+retries a refused connection."""
 
 
 def manifests(image: str) -> list[dict]:
@@ -88,7 +103,9 @@ def test_a_pod_reaches_a_clusterip_and_a_headless_service_by_name(
               "metadata": {"name": "client", "namespace": NAMESPACE},
               "spec": {"restartPolicy": "Never", "containers": [{
                   "name": "client", "image": operator_image.ref, "imagePullPolicy": "Never",
-                  "command": ["python", "-c", CLIENT], "securityContext": RESTRICTED}]}}
+                  "command": ["python", "-c", CLIENT % {
+                      "ns": NAMESPACE, "domain": DOMAIN, "retry": scaled(30)}],
+                  "securityContext": RESTRICTED}]}}
     started = time.monotonic()
     node.apply([client])
     deadline = started + scaled(90)
