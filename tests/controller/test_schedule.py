@@ -16,7 +16,7 @@ import pytest
 
 from flowreg.controller.config import parse_config
 from flowreg.controller.reconcile import Reconciler
-from flowreg.controller.schedule import RESUME_SPREAD, SyncQueue, in_step
+from flowreg.controller.schedule import MIN_STEP, RESUME_SPREAD, SyncQueue, in_step
 from tests.support.builders import make_flows, registry_doc
 from tests.support.reconciler import RecordingSink
 
@@ -292,3 +292,29 @@ async def test_a_status_that_cannot_be_written_is_tried_again_soon(setup):
     await drain(queue, traced)
     assert sink.patches[-1]["conditions"][0]["reason"] == "Synced"
     assert 3590 < queue.scheduled(body) - clock.now <= 3600
+
+
+async def test_the_clock_wakes_when_the_next_re_sync_is_due(setup):
+    _reconciler, _queue, _traced, clock = setup
+    paused = False
+    queue = SyncQueue(_reconciler, workers=1, tick=10.0, clock=clock,
+                      rng=random.Random(3), paused=lambda: paused)
+    assert queue.next_step() == 10.0  # nothing scheduled: a whole tick
+    bodies = [fleet_body(i) for i in range(200)]
+    for body in bodies:
+        body["status"] = {"observedGeneration": 1, "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Synced"}]}
+        assert in_step(body)
+        assert await queue.resume(body) is None
+    steps, woke = [], 0
+    while woke < len(bodies):
+        step = queue.next_step()
+        assert MIN_STEP <= step <= 10.0
+        steps.append(step)
+        clock.now += step
+        woke += queue.tick_once()  # queued for workers this queue has not started
+    # 200 re-syncs spread over 60 s start in many small steps, not six bursts of a tick each
+    assert len(steps) > 50 and sum(steps) <= RESUME_SPREAD + MIN_STEP
+    paused = True
+    queue._schedule("uid-x", clock.now)
+    assert queue.next_step() == 10.0  # a replica standing by does not spin

@@ -14,7 +14,7 @@ API key. Tenants never supply URLs or keys. Example::
           shards: 3
           replicationFactor: 2
           readConsistency: majority
-    driftCheckSeconds: 10                         # how often due re-syncs are looked for
+    driftCheckSeconds: 10                         # the longest the re-sync clock sleeps
     deepCheckInterval: 1h                         # how often each registry is read in full
     concurrentSyncs: 8                            # syncs running at once (controller.schedule)
 

@@ -9,9 +9,11 @@ timer is kept per registry. Its contract:
   out of step) goes before every periodic re-sync already waiting; triggers that arrive for a
   registry while it waits are merged into one sync of the newest object.
 * **The interval.** After each sync the registry's next re-sync is due ``spec.interval``
-  later, or after a backoff (2 s doubling up to 300 s) when the sync failed transiently. It
-  starts at the first tick at or after that time, so a re-sync follows the previous one by the
-  interval plus at most ``driftCheckSeconds`` and the time it waits for a worker.
+  later, or after a backoff (2 s doubling up to 300 s) when the sync failed transiently. The
+  clock wakes when the earliest re-sync is due (``next_step``: at least ``MIN_STEP`` and at
+  most ``driftCheckSeconds`` apart): re-syncs due at spread times start spread, and one follows
+  the previous one by the interval plus at most ``driftCheckSeconds`` (a re-sync scheduled
+  while the clock waits is seen at its next step) and the time it waits for a worker.
 * **Restarts.** An operator that starts over existing registries syncs at once only those
   whose status is not ``Ready``/``Synced`` at their generation (changed, failed or cut short
   while no operator ran). The others, which the status says are in step, get their first
@@ -51,6 +53,8 @@ intervals)."""
 ERROR_RETRY = 10.0
 """Seconds before a registry whose sync raised (its status could not be written) is tried
 again by the clock."""
+MIN_STEP = 0.1
+"""The re-sync clock's shortest wait: re-syncs due within it start together."""
 URGENT, ROUTINE = 0, 1
 """Queue priorities: a change of the object, and a periodic re-sync."""
 
@@ -250,9 +254,17 @@ class SyncQueue:
             queued += 1
         return queued
 
+    def next_step(self) -> float:
+        """Seconds the timer waits before its next step: until the earliest due re-sync, at
+        least ``MIN_STEP`` and at most ``tick`` (and ``tick`` while paused or nothing is
+        scheduled). Re-syncs spread over time start spread, not in bursts one tick apart."""
+        if self._paused() or not self._due:
+            return self.tick
+        return min(self.tick, max(MIN_STEP, self._due[0][0] - self._clock()))
+
     async def _ticks(self) -> None:
         while True:
-            await asyncio.sleep(self.tick)
+            await asyncio.sleep(self.next_step())
             try:
                 self.tick_once()
             except Exception:  # pragma: no cover - a defect; the timer must go on
