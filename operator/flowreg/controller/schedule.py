@@ -11,9 +11,9 @@ timer is kept per registry. Its contract:
 * **The interval.** After each sync the registry's next re-sync is due ``spec.interval``
   later, or after a backoff (2 s doubling up to 300 s) when the sync failed transiently. The
   clock wakes when the earliest re-sync is due (``next_step``: at least ``MIN_STEP`` and at
-  most ``driftCheckSeconds`` apart): re-syncs due at spread times start spread, and one follows
-  the previous one by the interval plus at most ``driftCheckSeconds`` (a re-sync scheduled
-  while the clock waits is seen at its next step) and the time it waits for a worker.
+  most ``driftCheckSeconds`` apart; a re-sync scheduled sooner than it was to wake wakes it):
+  re-syncs due at spread times start spread, and one follows the previous one by the interval
+  plus at most ``MIN_STEP`` and the time it waits for a worker.
 * **Restarts.** An operator that starts over existing registries syncs at once only those
   whose status is not ``Ready``/``Synced`` at their generation (changed, failed or cut short
   while no operator ran). The others, which the status says are in step, get their first
@@ -55,6 +55,8 @@ ERROR_RETRY = 10.0
 again by the clock."""
 MIN_STEP = 0.1
 """The re-sync clock's shortest wait: re-syncs due within it start together."""
+PAUSED_STEP = 1.0
+"""The re-sync clock's longest wait while the operator stands by (a cheap check)."""
 URGENT, ROUTINE = 0, 1
 """Queue priorities: a change of the object, and a periodic re-sync."""
 
@@ -104,6 +106,9 @@ class SyncQueue:
         """Per registry, its object as last seen (JSON): what a periodic re-sync reads."""
         self._due: list[tuple[float, int, str]] = []
         self._due_at: dict[str, float] = {}
+        self._wake_at = float("inf")
+        self._wakeup: asyncio.Future[None] | None = None
+        """What the timer waits on (set when it is to step), and when it steps at the latest."""
         self._tasks: list[asyncio.Task[None]] = []
         self.syncs_started = 0
 
@@ -231,6 +236,8 @@ class SyncQueue:
     def _schedule(self, uid: str, at: float) -> None:
         self._due_at[uid] = at
         heapq.heappush(self._due, (at, next(self._order), uid))
+        if at < self._wake_at and self._wakeup is not None:
+            _wake(self._wakeup)  # due before the timer wakes: it steps sooner
 
     def tick_once(self) -> int:
         """Queue every registry whose re-sync is due; returns how many (the timer's step).
@@ -256,19 +263,37 @@ class SyncQueue:
 
     def next_step(self) -> float:
         """Seconds the timer waits before its next step: until the earliest due re-sync, at
-        least ``MIN_STEP`` and at most ``tick`` (and ``tick`` while paused or nothing is
-        scheduled). Re-syncs spread over time start spread, not in bursts one tick apart."""
-        if self._paused() or not self._due:
+        least ``MIN_STEP`` and at most ``tick`` (``tick`` when nothing is scheduled; while
+        paused, at most ``PAUSED_STEP``, so that what fell due is not all started at once when
+        the pause ends). A re-sync scheduled before the timer's wake-up wakes it
+        (``_schedule``). Re-syncs spread over time start spread, not in bursts a tick apart."""
+        if self._paused():
+            return min(self.tick, PAUSED_STEP)
+        if not self._due:
             return self.tick
         return min(self.tick, max(MIN_STEP, self._due[0][0] - self._clock()))
 
     async def _ticks(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.next_step())
+            step = self.next_step()
+            self._wake_at = self._clock() + step
+            self._wakeup = loop.create_future()
+            timer = loop.call_later(step, _wake, self._wakeup)
+            try:
+                await self._wakeup
+            finally:
+                timer.cancel()
+                self._wake_at, self._wakeup = float("inf"), None
             try:
                 self.tick_once()
             except Exception:  # pragma: no cover - a defect; the timer must go on
                 log.exception("the re-sync timer failed")
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _pack(body: Mapping[str, Any]) -> bytes:
