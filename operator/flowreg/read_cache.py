@@ -251,6 +251,7 @@ def _fingerprint() -> bytes:
             h.update(b"\x00" + file.read_bytes() + b"\x00")
         except OSError:
             h.update(b"\x00absent\x00")
+    listings: dict[Path, tuple[str, ...]] = {}  # each site-packages directory listed once
     for module, distribution in sorted(READERS.items()):
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
@@ -259,19 +260,26 @@ def _fingerprint() -> bytes:
         origin = Path(spec.origin)
         files = sorted(p for p in origin.parent.iterdir() if p.is_file()) \
             if spec.submodule_search_locations else [origin]
-        parts = [module, _installed_version(origin.parent.parent, distribution)]
+        site = origin.parent.parent
+        if site not in listings:
+            listings[site] = _listing(site)
+        parts = [module, _installed_version(listings[site], distribution)]
         parts.extend(_stat_line(file) for file in files)
         h.update("\x00".join(parts).encode("utf-8", "surrogateescape"))
     return h.digest()
 
 
-def _installed_version(site: Path, distribution: str) -> str:
-    """The names of ``distribution``'s ``.dist-info`` directories in ``site`` (they carry its
-    version), without importing ``importlib.metadata``."""
-    prefix = distribution.lower().replace("-", "_") + "-"
+def _listing(site: Path) -> tuple[str, ...]:
+    """The names in a site-packages directory (one listing for every reader installed there)."""
     try:
-        return ",".join(sorted(name for name in os.listdir(site)
-                               if name.lower().startswith(prefix)
-                               and name.endswith(".dist-info")))
+        return tuple(os.listdir(site))
     except OSError:
-        return "unknown"
+        return ()
+
+
+def _installed_version(names: tuple[str, ...], distribution: str) -> str:
+    """The names of ``distribution``'s ``.dist-info`` directories among ``names`` (they carry
+    its version), without importing ``importlib.metadata``."""
+    prefix = distribution.lower().replace("-", "_") + "-"
+    return ",".join(sorted(name for name in names
+                           if name.lower().startswith(prefix) and name.endswith(".dist-info")))

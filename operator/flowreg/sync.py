@@ -229,8 +229,7 @@ class SyncEngine:
             else:
                 registry = _full(registry)
                 if trusted:  # about to write: the collection is asked, not trusted
-                    self.store.forget_collection()
-                    await self.store.ensure_collection(dimension)
+                    await self.store.recheck_collection(dimension)
                 with collector_paused():
                     plan = await self._plan(registry, policy, deep)
                 guard(plan, registry, policy)
@@ -394,8 +393,7 @@ class SyncEngine:
         except Exception:
             if not trusted:
                 raise
-        self.store.forget_collection()
-        await self.store.ensure_collection(dimension)
+        await self.store.recheck_collection(dimension)
         return await self.store.read_digest(registry.agent_id, registry.owner), False
 
     async def _checkpoint(self, checkpoint: Checkpoint, progress: ProgressFn | None) -> None:

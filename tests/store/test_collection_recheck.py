@@ -4,6 +4,8 @@ recreated by the same sync."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from flowreg.embed import HashingEmbedder
@@ -53,8 +55,10 @@ async def test_a_failed_call_makes_the_next_sync_ask_again(store: FlowStore):
     assert (store.stats.calls - calls)["collection_exists"] == 1
 
 
-async def test_a_collection_deleted_behind_its_back_is_recreated_by_the_same_sync(
-        store: FlowStore):
+async def synced_then_deleted(store: FlowStore) -> tuple[SyncEngine, Any]:
+    """An engine whose store trusts its collection, 5 flows synced, then the collection deleted
+    by another client (that client returned). Skips on Edge, whose shard nothing else can
+    touch."""
     client = getattr(store, "client", None)
     if client is None:
         pytest.skip("an embedded Edge store holds its shard: nothing else can delete it")
@@ -62,6 +66,12 @@ async def test_a_collection_deleted_behind_its_back_is_recreated_by_the_same_syn
     engine = SyncEngine(store, HashingEmbedder())
     await engine.apply(registry(5))
     await client.delete_collection(store.collection)
+    return engine, client
+
+
+async def test_a_collection_deleted_behind_its_back_is_recreated_by_the_same_sync(
+        store: FlowStore):
+    engine, _ = await synced_then_deleted(store)
     report = await engine.apply(registry(5))
     assert len(report.created) == 5 and report.digest == "written"
     assert await store.count() == 5
@@ -69,15 +79,9 @@ async def test_a_collection_deleted_behind_its_back_is_recreated_by_the_same_syn
 
 async def test_a_collection_recreated_with_another_size_is_refused_before_any_embedding(
         store: FlowStore):
-    client = getattr(store, "client", None)
-    if client is None:
-        pytest.skip("an embedded Edge store holds its shard: nothing else can recreate it")
     from qdrant_client import models
 
-    store.collection_recheck = 60.0
-    engine = SyncEngine(store, HashingEmbedder())
-    await engine.apply(registry(5))
-    await client.delete_collection(store.collection)
+    engine, client = await synced_then_deleted(store)
     await client.create_collection(store.collection, vectors_config=models.VectorParams(
         size=7, distance=models.Distance.COSINE))
     embedded = engine.embedder.calls

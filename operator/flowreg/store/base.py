@@ -289,6 +289,11 @@ class FlowStore(abc.ABC):
         """Ask the backend at the next ``ensure_collection`` (e.g. after an error)."""
         self._ensured = None
 
+    async def recheck_collection(self, dimension: int) -> bool:
+        """``ensure_collection`` asking the backend, whatever was trusted before."""
+        self.forget_collection()
+        return await self.ensure_collection(dimension)
+
     async def _ensure_collection(self, dimension: int) -> bool:
         if not await self._call("collection_exists", self._exists()):
             try:
@@ -514,7 +519,7 @@ class FlowStore(abc.ABC):
     def _raise_mapped(self, exc: Exception) -> NoReturn:
         """Raise the flowreg error a backend failure means, or the failure itself; whatever
         failed, the collection is asked about again (``forget_collection``)."""
-        self._ensured = None
+        self.forget_collection()
         mapped = None if isinstance(exc, FlowregError) else self._map_error(exc)
         if mapped is None:
             raise exc
