@@ -176,7 +176,8 @@ class SyncEngine:
     async def apply(self, registry: DeclaredFlows | DeferredFlows,
                     policy: SyncPolicy | None = None, *,
                     deep: bool = False, progress: ProgressFn | None = None,
-                    on_plan: Callable[[Plan], Awaitable[None]] | None = None) -> SyncReport:
+                    on_plan: Callable[[Plan], Awaitable[None]] | None = None,
+                    vectors: dict[str, list[float]] | None = None) -> SyncReport:
         """Make the store hold exactly ``registry``'s flows (for its owner) and report it.
 
         A ``DeferredFlows`` registry is loaded only if its digest does not match the stored
@@ -186,16 +187,19 @@ class SyncEngine:
         allows, ``StoreUnavailable``/``EmbedderUnavailable`` if a backend fails (the run is
         recorded as failed, with its checkpoint). Conflicts do not raise: they are in the report.
         ``on_plan`` is awaited with the plan once it has passed the guard, before any write.
+        ``vectors``, if given, receives the vector of every point the sync wrote with one
+        (embedded or copied), by point id: what a caller would otherwise read back.
         """
         with counting() as run, counting_embeddings() as embeddings:
             return await self._apply(registry, policy, deep, progress, on_plan, run,
-                                     embeddings)
+                                     embeddings, vectors)
 
     async def _apply(self, registry: DeclaredFlows | DeferredFlows, policy: SyncPolicy | None,
                      deep: bool,
                      progress: ProgressFn | None,
                      on_plan: Callable[[Plan], Awaitable[None]] | None, run: StoreStats,
-                     embeddings: EmbedCounts) -> SyncReport:
+                     embeddings: EmbedCounts,
+                     vectors: dict[str, list[float]] | None = None) -> SyncReport:
         """``apply``, counting this run's store calls in ``run`` and embeddings in
         ``embeddings`` (syncs of other registries may run at the same time)."""
         policy = policy or SyncPolicy()
@@ -238,7 +242,7 @@ class SyncEngine:
                 if held is not None and (not plan.is_noop or plan.conflicts):
                     # Before the first write: a run cut short leaves no digest behind.
                     await self.store.clear_digest(registry.agent_id, registry.owner)
-                report.batches = await self._execute(plan, run_id, progress)
+                report.batches = await self._execute(plan, run_id, progress, vectors)
                 if plan.conflicts:
                     report.digest = "none"  # re-planned until the conflict is resolved
                 else:
@@ -308,7 +312,8 @@ class SyncEngine:
         """Delete every point ``owner`` holds for ``agent_id`` (a deleted registry)."""
         return await self.store.delete_owned(agent_id, owner)
 
-    async def _execute(self, plan: Plan, run_id: str, progress: ProgressFn | None) -> int:
+    async def _execute(self, plan: Plan, run_id: str, progress: ProgressFn | None,
+                       written: dict[str, list[float]] | None = None) -> int:
         items: list[Write | Removal] = [*plan.writes, *plan.deletes]
         total = len(items)
         if total == 0:
@@ -339,6 +344,8 @@ class SyncEngine:
                     vector = None if item.vector is VectorSource.KEEP else vectors[item.point_id]
                     writes.append(PointWrite(item.point_id, payload, vector))
                 await self.store.write(writes, deletes)
+                if written is not None:
+                    written.update(vectors)
                 done += len(batch)
                 await self._checkpoint(Checkpoint(run_id, done, total), progress)
         except BaseException as exc:

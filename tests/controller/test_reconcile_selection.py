@@ -37,19 +37,27 @@ async def test_warn_keeps_ready_and_says_it_in_status_and_one_event(reconciler):
     assert [e for e in reconciler.sink.events if e[0] == "Warning"] == warnings
 
 
-async def test_the_lint_adds_no_embedding_call_and_no_read_when_texts_are_unchanged(reconciler):
+async def test_the_lint_adds_no_embedding_call_and_reads_only_vectors_the_sync_did_not_write(
+        reconciler):
     body = body_of(twins(3))
     await reconciler.reconcile(body, trigger="change")
     engine = reconciler.engines["default"]
     assert (engine.embedder.calls, engine.embedder.texts) == (1, 7)  # the sync's one batch
-    assert engine.store.stats.calls["retrieve"] == 1  # the flows' vectors, read once
+    assert engine.store.stats.calls["retrieve"] == 0  # every vector came from the sync
     body["spec"]["flows"][-1]["conditions"] = ["user is authenticated"]  # payload-only change
     body["metadata"]["generation"] = 2
     await reconciler.reconcile(body, trigger="change")
     await reconciler.reconcile(body, trigger="drift")
     assert (engine.embedder.calls, engine.embedder.texts) == (1, 7)
-    assert engine.store.stats.calls["retrieve"] == 1
+    assert engine.store.stats.calls["retrieve"] == 0  # texts unchanged: judged before
     assert body["status"]["selectionLint"]["count"] == 3
+    body["spec"]["flows"][-1]["description"] = "Refund card payment number 0 to the customer"
+    body["spec"]["flows"][-1]["examples"] = ["refund payment 0", "give back charge 0"]
+    body["metadata"]["generation"] = 3
+    await reconciler.reconcile(body, trigger="change")
+    assert (engine.embedder.calls, engine.embedder.texts) == (1, 7)  # a stored twin's vector
+    assert engine.store.stats.calls["retrieve"] == 2  # the donor's, then the 6 unwritten ones
+    assert body["status"]["selectionLint"]["count"] == 5  # three alike: 3 pairs, 2 twins
 
 
 async def test_status_holds_at_most_ten_pairs_worst_first(reconciler):

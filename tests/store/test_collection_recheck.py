@@ -35,7 +35,7 @@ async def test_without_recheck_every_sync_asks(store: FlowStore):
     await engine.apply(registry(3))
     calls = store.stats.calls.copy()
     await engine.apply(registry(3))
-    assert (store.stats.calls - calls)["collection_exists"] == 1
+    assert (store.stats.calls - calls)["get_collection"] == 1
 
 
 async def test_a_failed_call_makes_the_next_sync_ask_again(store: FlowStore):
@@ -52,7 +52,7 @@ async def test_a_failed_call_makes_the_next_sync_ask_again(store: FlowStore):
     assert not store.knows_collection(await engine.dimension())
     calls = store.stats.calls.copy()
     await engine.apply(registry(3))
-    assert (store.stats.calls - calls)["collection_exists"] == 1
+    assert (store.stats.calls - calls)["get_collection"] == 1
 
 
 async def synced_then_deleted(store: FlowStore) -> tuple[SyncEngine, Any]:

@@ -12,6 +12,7 @@ consistency. Each test gets a collection of its own, dropped afterwards.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from flowreg.store import CollectionSettings, FlowStore, open_store
@@ -49,6 +50,16 @@ def open_backend(kind: str, tmp_path: Path, *, page_size: int | None = None) -> 
                           page_size=page_size, prefer_grpc=kind == "cluster-grpc",
                           grpc_port=endpoint.grpc_port or 6334, settings=CLUSTER_SETTINGS)
     raise ValueError(f"unknown store backend {kind!r}")
+
+
+def asking(store: FlowStore) -> Counter[str]:
+    """The counted calls that ask ``store`` about its collection: on a server one
+    ``get_collection`` (a 404 says it is absent), elsewhere ``collection_exists`` first."""
+    from flowreg.store.client import ClientStore
+
+    if isinstance(store, ClientStore) and not store.local:
+        return Counter({"get_collection": 1})
+    return Counter({"collection_exists": 1, "get_collection": 1})
 
 
 async def drop(store: FlowStore) -> None:

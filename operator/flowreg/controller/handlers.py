@@ -41,6 +41,8 @@ log = logging.getLogger("flowreg.controller")
 PREFIX = GROUP
 DEFAULT_PEERING_LIFETIME = 60
 CONSISTENCY_TIMEOUT = 60.0
+ESSENCE_METADATA = frozenset(("labels", "annotations"))
+"""The metadata kopf keeps in an object's essence (the rest it drops after copying it)."""
 
 
 def operator_memo(config: OperatorConfig, *, peering_clusterwide: bool = False,
@@ -73,9 +75,13 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
     def build(self, *, body: kopf.Body,
               extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        # kopf deep-copies what it is given: give it the object without its flows (and without
-        # its status, which the essence leaves out), not the whole object, at every event.
+        # kopf deep-copies what it is given: give it the object without its flows, without its
+        # status and without the metadata the essence leaves out (managedFields lists every
+        # field of every flow), not the whole object, at every event.
         raw = {k: v for k, v in body.items() if k != "status" or extra_fields}
+        metadata = raw.get("metadata")
+        if isinstance(metadata, Mapping):
+            raw["metadata"] = {k: v for k, v in metadata.items() if k in ESSENCE_METADATA}
         spec = raw.get("spec")
         if isinstance(spec, Mapping) and "flows" in spec:
             spec = dict(spec)

@@ -242,13 +242,15 @@ class Reconciler:
             engine = await self.engine(self.config.store(decl.store))
             writer = _ProgressWriter(self.sink, registry, self.config.progress_every_seconds)
             deep = trigger == "drift" and self.deep.due(registry.uid)
+            written: dict[str, list[float]] = {}
             with counting() as calls:  # this sync's own (others may run at the same time)
                 try:
                     report = await engine.apply(decl.registry, decl.policy, deep=deep,
-                                                progress=writer.progress, on_plan=writer.planned)
+                                                progress=writer.progress, on_plan=writer.planned,
+                                                vectors=written)
                     self._findings[registry.uid] = await self.selection.check(
                         registry.uid, selection.mode_of(registry.spec), engine, decl.registry,
-                        _lint_written(registry, report))
+                        _lint_written(registry, report), known=written)
                 finally:
                     await writer.finish()
                     self.metrics.operations_since(calls, Counter())

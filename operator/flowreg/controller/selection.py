@@ -1,9 +1,10 @@
 """The selection lint in the operator: pairs of flows an agent cannot tell apart, after a sync.
 
 ``spec.selectionLint`` is ``Ignore``, ``Warn`` (the default) or ``Block``. After a successful sync
-the operator reads the flows' point vectors from the store (the vectors the sync computed or
-kept: one counted Qdrant read, **no embedding call**) and flags every pair whose cosine is at
-least ``flowreg.lint.DEFAULT_DUPLICATE``: a request near one of them is as near the other.
+the operator takes the flows' vectors from the sync that wrote them, and reads from the store
+only those it did not write (one counted Qdrant read at most, **no embedding call**), and
+flags every pair whose cosine is at least ``flowreg.lint.DEFAULT_DUPLICATE``: a request near
+one of them is as near the other.
 The result is remembered per registry and embedded texts, so a sync that changed no embedded
 text reads nothing. ``Warn`` keeps ``Ready=True`` and says it in ``status.selectionLint`` and a
 ``Warning`` Event (reason ``ConfusableFlows``); ``Block`` also makes ``Ready=False`` with that
@@ -73,13 +74,15 @@ class SelectionCheck:
 
     async def check(self, uid: str, mode: str, engine: SyncEngine,
                     registry: DeclaredFlows,
-                    written: Mapping[str, Any] | None = None) -> Findings | None:
+                    written: Mapping[str, Any] | None = None,
+                    known: Mapping[str, list[float]] | None = None) -> Findings | None:
         """The findings for ``registry`` as synced by ``engine``; ``None`` when ``Ignore``.
 
         ``written``: the ``status.selectionLint`` stanza (``{}`` when it has none) that an
         earlier sync of exactly these stored flows wrote, as after an operator restart over a
         registry whose digest matched. It stands for the findings, read from nothing, unless
-        it was judged at another threshold.
+        it was judged at another threshold. ``known``: vectors by point id the caller holds
+        (those the sync wrote), read from the store only where missing.
         """
         if mode == "Ignore":
             self._seen.pop(uid, None)
@@ -91,7 +94,7 @@ class SelectionCheck:
         else:
             found = self._from_status(written) if written is not None else None
             if found is None:
-                found = await self._lint(engine, registry)
+                found = await self._lint(engine, registry, known or {})
             self._seen[uid] = (key, found)
         return Findings(mode, found.count, found.pairs, found.threshold)
 
@@ -107,9 +110,15 @@ class SelectionCheck:
         except (KeyError, IndexError, TypeError, ValueError):
             return None  # not a stanza this operator wrote: judged again
 
-    async def _lint(self, engine: SyncEngine, registry: DeclaredFlows) -> Findings:
+    async def _lint(self, engine: SyncEngine, registry: DeclaredFlows,
+                    known: Mapping[str, list[float]]) -> Findings:
         ids = [point_id(registry.agent_id, f.name) for f in registry.flows]
-        vectors = await engine.store.vectors(ids) if len(ids) > 1 else {}
+        vectors: dict[str, list[float]] = {}
+        if len(ids) > 1:
+            vectors = {i: known[i] for i in ids if i in known}
+            missing = [i for i in ids if i not in vectors]
+            if missing:
+                vectors.update(await engine.store.vectors(missing))
         present = [(f, vectors[i]) for f, i in zip(registry.flows, ids, strict=True)
                    if i in vectors]
         if len(present) < 2:

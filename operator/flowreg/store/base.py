@@ -34,6 +34,10 @@ PAYLOAD_VERSION = 1
 INDEXED_FIELDS = ("agent_id", "owner", "name")
 SNAPSHOT_FIELDS = ["agent_id", "name", "owner", "checksum", "text_checksum", "embedder"]
 CONTENT_FIELDS = ["description", "examples", "conditions", "blueprint"]
+ONE_SCROLL_NAMES = 1_000
+"""A snapshot of a registry declaring at most this many flows reads its owner's points and
+others' under its names in one filtered scroll; a larger one counts the others first (a filter
+naming every flow of a large registry is a large request, and usually matches nothing)."""
 WRITE_CALLS = ("batch_update_points", "upsert", "delete", "overwrite_payload", "write_digest",
                "clear_digest")
 
@@ -106,12 +110,14 @@ class PointWrite:
 class Scope:
     """The points a scroll or count reads: those of ``agent_id`` (None: of every agent); with
     ``owner``, only those ``owner`` holds, or (``others``) only those it does not hold; with
-    ``names``, only those under one of ``names``."""
+    ``names``, only those under one of ``names``; with ``owner`` and ``also_names``, those
+    ``owner`` holds and any others under one of ``also_names``."""
 
     agent_id: str | None
     owner: str | None = None
     others: bool = False
     names: tuple[str, ...] | None = None
+    also_names: tuple[str, ...] | None = None
     flows_only: bool = False
     """Only flow points (payload ``flowreg`` is ``PAYLOAD_VERSION``): no registry digests."""
 
@@ -282,7 +288,13 @@ class FlowStore(abc.ABC):
         for the same size, less than ``collection_recheck`` seconds old, with no call failed
         since)."""
         known = self._ensured
-        return (self.collection_recheck > 0 and known is not None and known[0] == dimension
+        return known is not None and known[0] == dimension and self._trusted()
+
+    def _trusted(self) -> bool:
+        """Whether the collection was found less than ``collection_recheck`` seconds ago, with
+        no call failed since (it exists, whatever its vector size)."""
+        known = self._ensured
+        return (self.collection_recheck > 0 and known is not None
                 and time.monotonic() - known[1] < self.collection_recheck)
 
     def forget_collection(self) -> None:
@@ -295,18 +307,20 @@ class FlowStore(abc.ABC):
         return await self.ensure_collection(dimension)
 
     async def _ensure_collection(self, dimension: int) -> bool:
-        if not await self._call("collection_exists", self._exists()):
+        size = await self._stored_size()
+        if size is None:
             try:
                 await self._call("create_collection", self._create(dimension))
             except Exception:
-                # Another sync (of another registry, or another process) created it first.
+                # Another sync (of another registry, or another process) created it first;
+                # on a cluster its size is read once its shards are active.
                 if not await self._call("collection_exists", self._exists()):
                     raise
                 await self._call("collection_cluster_info", self._settle())
+                size = await self._call("get_collection", self._dimension())
             else:
                 self.held, self.warnings = await self._layout(), []
                 return True
-        size = await self._call("get_collection", self._dimension())
         if size != dimension:
             raise StoreIncompatible(
                 f"collection {self.collection!r} holds {size}-dimensional vectors but the "
@@ -315,6 +329,14 @@ class FlowStore(abc.ABC):
         self.held = await self._read_layout()
         self.warnings = [] if self.held is None else layout_warnings(self.held, self.settings)
         return False
+
+    async def _stored_size(self) -> int | None:
+        """The collection's vector size (``_dimension``), None if it does not exist; counted
+        calls. A backend that can tell a missing collection from the size read alone makes it
+        one call."""
+        if not await self._call("collection_exists", self._exists()):
+            return None
+        return await self._call("get_collection", self._dimension())
 
     async def layout(self) -> CollectionLayout | None:
         """The collection's settings as the server holds them (None: absent, or a backend
@@ -336,9 +358,10 @@ class FlowStore(abc.ABC):
 
         With ``deep``, the stored content is read too and the checksums are recomputed from it,
         so a point altered behind flowreg's back (payload edited, checksum kept) reads as changed.
-        A missing collection reads as empty.
+        A missing collection reads as empty (a collection found moments before, see
+        ``collection_recheck``, is not asked about again).
         """
-        if not await self.collection_exists():
+        if not self._trusted() and not await self.collection_exists():
             return Snapshot(agent_id)
         wanted = frozenset(names or ())
         if deep:
@@ -482,6 +505,8 @@ class FlowStore(abc.ABC):
             scopes = [Scope(None)]
         elif owner is None:
             scopes = [Scope(agent_id)]
+        elif wanted and len(wanted) <= ONE_SCROLL_NAMES:
+            scopes = [Scope(agent_id, owner, also_names=tuple(wanted))]
         else:
             scopes = [Scope(agent_id, owner)]
             others = Scope(agent_id, owner, others=True)

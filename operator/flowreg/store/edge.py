@@ -258,19 +258,23 @@ class EdgeStore(FlowStore):
 
     def _filter(self, scope: Scope) -> Any:
         q = self._q
-        must, must_not = [], []
+        must, must_not, should = [], [], []
         if scope.agent_id is not None:
             must.append(q.FieldCondition(key="agent_id", match=q.MatchValue(scope.agent_id)))
         if scope.owner is not None:
             owned = q.FieldCondition(key="owner", match=q.MatchValue(scope.owner))
-            (must_not if scope.others else must).append(owned)
+            if scope.also_names is not None:
+                should = [owned, q.FieldCondition(key="name",
+                                                  match=q.MatchAny(list(scope.also_names)))]
+            else:
+                (must_not if scope.others else must).append(owned)
         if scope.names is not None:
             must.append(q.FieldCondition(key="name", match=q.MatchAny(list(scope.names))))
         if scope.flows_only:
             must.append(q.FieldCondition(key="flowreg", match=q.MatchValue(PAYLOAD_VERSION)))
-        if not must and not must_not:
+        if not must and not must_not and not should:
             return None
-        return q.Filter(must=must or None, must_not=must_not or None)
+        return q.Filter(must=must or None, should=should or None, must_not=must_not or None)
 
     def _map_error(self, exc: Exception) -> FlowregError | None:
         if is_out_of_space(exc):
