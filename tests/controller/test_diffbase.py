@@ -1,5 +1,6 @@
-"""The diff base kopf keeps in the object's annotation: kopf's own essence of the object, with
-``spec.flows`` replaced by their digest (a 2,000-flow spec would not fit in an annotation)."""
+"""What kopf keeps about each object, in the operator's memory and not on the object: the diff
+base (kopf's own essence of the object, ``spec.flows`` replaced by their digest) and each
+handler's progress, both by object uid. A handled change costs the apiserver no PATCH."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import copy
 import kopf
 
 from flowreg.checksum import sha256_of
-from flowreg.controller.handlers import PREFIX, DigestDiffBaseStorage
+from flowreg.controller.handlers import PREFIX, MemoryDiffBase, MemoryProgress
 
 FLOWS = [{"name": f"flow_{i}", "description": f"do {i}"} for i in range(3)]
 BODY = {
@@ -25,8 +26,7 @@ BODY = {
 
 def test_the_essence_is_kopfs_own_with_the_flows_as_a_digest():
     body = kopf.Body(copy.deepcopy(BODY))
-    ours = DigestDiffBaseStorage(prefix=PREFIX, key="last-handled-configuration").build(
-        body=body)
+    ours = MemoryDiffBase().build(body=body)
     stock = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX).build(body=body)
     expected = copy.deepcopy(dict(stock))
     del expected["spec"]["flows"]
@@ -37,7 +37,7 @@ def test_the_essence_is_kopfs_own_with_the_flows_as_a_digest():
 
 
 def test_a_change_of_one_flow_changes_the_essence_and_metadata_churn_does_not():
-    storage = DigestDiffBaseStorage(prefix=PREFIX, key="last-handled-configuration")
+    storage = MemoryDiffBase()
     before = storage.build(body=kopf.Body(copy.deepcopy(BODY)))
     churned = copy.deepcopy(BODY)
     churned["metadata"]["resourceVersion"] = "78"
@@ -47,3 +47,33 @@ def test_a_change_of_one_flow_changes_the_essence_and_metadata_churn_does_not():
     edited = copy.deepcopy(BODY)
     edited["spec"]["flows"][1]["description"] = "do something else"
     assert storage.build(body=kopf.Body(edited)) != before
+
+
+def test_the_essence_is_kept_by_uid_and_written_nowhere():
+    storage = MemoryDiffBase()
+    body = kopf.Body(copy.deepcopy(BODY))
+    assert storage.fetch(body=body) is None  # a new object, or an operator just started
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    assert not patch  # nothing for kopf to PATCH
+    assert storage.fetch(body=body) == storage.build(body=body)
+    other = copy.deepcopy(BODY)
+    other["metadata"]["uid"] = "u-2"
+    assert storage.fetch(body=kopf.Body(other)) is None
+    storage.forget(body)
+    assert storage.fetch(body=body) is None
+
+
+def test_a_handlers_progress_is_kept_by_uid_and_written_nowhere():
+    storage = MemoryProgress(prefix=PREFIX)
+    body = kopf.Body(copy.deepcopy(BODY))
+    patch = kopf.Patch()
+    storage.store(key="on_change", record={"started": "t", "retries": 1}, body=body,
+                  patch=patch)
+    assert storage.fetch(key="on_change", body=body) == {"started": "t", "retries": 1}
+    other = copy.deepcopy(BODY)
+    other["metadata"]["uid"] = "u-2"
+    assert storage.fetch(key="on_change", body=kopf.Body(other)) is None
+    storage.purge(key="on_change", body=body, patch=patch)
+    assert storage.fetch(key="on_change", body=body) is None
+    assert not patch

@@ -351,3 +351,27 @@ async def test_a_re_sync_scheduled_while_the_clock_waits_wakes_it(setup):
                 await asyncio.sleep(0.05)
     finally:
         await queue.stop()
+
+
+async def test_the_change_handler_syncs_at_once_a_known_or_out_of_step_object_only(setup):
+    """kopf calls it for every object this process has not handled yet (created, or there
+    before it started) and for every change: the first sighting of an object whose status is
+    in step schedules its re-sync instead of syncing it."""
+    import kopf
+
+    from flowreg.controller.handlers import on_change
+
+    _reconciler, queue, traced, _clock = setup
+    memo = kopf.Memo(queue=queue)
+    new = fleet_body(1)
+    await on_change(body=new, memo=memo)
+    assert traced.order == [("reg-0001", "resume")] and in_step(new)
+    await on_change(body=new, memo=memo)  # a change of an object this process synced
+    assert traced.order[-1] == ("reg-0001", "change")
+    there_before = fleet_body(2)
+    await queue.sync(there_before, "change")
+    queue.forget(there_before)  # as a new process finds it: in step, unknown
+    synced = len(traced.order)
+    await on_change(body=there_before, memo=memo)
+    await asyncio.sleep(0)
+    assert len(traced.order) == synced and queue.scheduled(there_before) is not None

@@ -309,6 +309,7 @@ def test_a_two_thousand_flow_registry_reconciles(operator, kube_api, namespace, 
     assert len(operator.flows(agent)) == 2000
     annotations = obj["metadata"].get("annotations") or {}
     assert sum(len(v) for v in annotations.values()) < 10_000
+    assert not [k for k in annotations if k.startswith("flowreg.dev/")]  # kopf's state in memory
     assert len(yaml.safe_dump(obj["status"])) < 4096
 
 

@@ -2,17 +2,22 @@
 
 * create / update: sync at once, through the operator's ``SyncQueue`` (level-triggered: the
   handler ignores the diff; it returns when the sync that covered the change has ended);
-* resume (an operator starting over existing objects): sync at once only a registry whose
-  status is out of step; the others get their first periodic re-sync spread out;
+* an object this process has not seen yet (just created, or there before the operator
+  started): sync at once only if its status is out of step (a new object's is); the others get
+  their first periodic re-sync spread out;
 * periodic re-syncs at ``spec.interval`` (a digest comparison; a deep check when due) and
   retries after transient failures come from the queue's one timer, not from kopf: kopf
   keeps no timer, task or copy of the object per registry;
 * delete: a finalizer; ``deletionPolicy: Delete`` removes the registry's points, ``Orphan``
   leaves them.
 
-kopf's last-handled-configuration annotation would hold a copy of the whole spec, and a
-2,000-flow spec is far beyond the 256 KiB annotation limit, so the stored essence carries a
-digest of ``spec.flows`` instead of the flows themselves.
+kopf compares each object with its last handled essence to tell a change from a status write.
+That essence is kept in the operator's memory (``MemoryDiffBase``), with a digest of
+``spec.flows`` instead of the flows, and so is kopf's record of each handler's attempts
+(``MemoryProgress``), not in annotations on the object: writing them was one apiserver PATCH
+per handled change (a quarter of the requests of a fleet's first sync).
+What a restarted operator lost is read from the status instead: ``observedGeneration`` and the
+conditions say whether a registry's store holds its current generation.
 
 The handlers are registered into a registry by ``register``, and everything they share travels
 in kopf's ``memo`` (``operator_memo``): the configuration in, the running ``Reconciler`` and
@@ -32,7 +37,7 @@ from flowreg.controller.config import OperatorConfig
 from flowreg.controller.kube import KubeSink, login
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.reconcile import Reconciler
-from flowreg.controller.resource import FlowRegistry
+from flowreg.controller.resource import FlowRegistry, uid_of
 from flowreg.controller.schedule import SyncQueue
 from flowreg.errors import FlowregError
 from flowreg.schema import GROUP, PLURAL, VERSION
@@ -63,15 +68,48 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> kopf.Op
     kopf.on.startup(registry=registry)(configure)
     kopf.on.cleanup(registry=registry)(shutdown)
     kopf.on.probe(id="stores", registry=registry)(stores_probe)
-    kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)(on_resume)
     kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)(on_change)
     kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)(on_change)
     kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(on_delete)
     return registry
 
 
-class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diff-base annotation with ``spec.flows`` replaced by its SHA-256 digest."""
+class MemoryProgress(kopf.AnnotationsProgressStorage):
+    """kopf's record of each handler's attempts (retries, delays) kept in memory by object uid
+    and handler id. Only the touch kopf writes to wake itself for a delayed retry goes to the
+    object. A restarted operator starts counting a handler's retries again."""
+
+    def __init__(self, *, prefix: str) -> None:
+        super().__init__(prefix=prefix)
+        self._records: dict[tuple[str, str], Any] = {}
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> Any:
+        return self._records.get((uid_of(body), str(key)))
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        self._records[(uid_of(body), str(key))] = dict(record)
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        self._records.pop((uid_of(body), str(key)), None)
+
+
+class MemoryDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base kept in memory by object uid (nothing is written to the object), its
+    essence with ``spec.flows`` replaced by their SHA-256 digest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._essences: dict[str, kopf.BodyEssence] = {}
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self._essences.get(uid_of(body))
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._essences[uid_of(body)] = essence
+
+    def forget(self, body: Mapping[str, Any]) -> None:
+        """Drop a deleted object's essence."""
+        self._essences.pop(uid_of(body), None)
 
     def build(self, *, body: kopf.Body,
               extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
@@ -99,9 +137,9 @@ def authenticate(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionIn
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Settings, the ``Reconciler`` and its ``SyncQueue`` from the configuration in ``memo``."""
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration")
+    settings.persistence.progress_storage = MemoryProgress(prefix=PREFIX)
+    essences = MemoryDiffBase()
+    settings.persistence.diffbase_storage = essences
     settings.posting.level = logging.WARNING
     # kopf waits this long for its own patch to come back on the watch before it handles the
     # object again; a watch lagging more than kopf's 5 s (a busy apiserver, thousands of
@@ -116,7 +154,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     reconciler = Reconciler(config, KubeSink(connections=config.concurrent_syncs), metrics)
     queue = SyncQueue(reconciler, workers=config.concurrent_syncs,
                       tick=config.drift_check_seconds, paused=lambda: metrics.standing_by)
-    memo["reconciler"], memo["queue"] = reconciler, queue
+    memo["reconciler"], memo["queue"], memo["essences"] = reconciler, queue, essences
     queue.start()
 
 
@@ -136,18 +174,19 @@ def stores_probe(memo: kopf.Memo, **_: Any) -> dict[str, int]:
             "waiting_syncs": queue.waiting if queue else 0}
 
 
-async def on_resume(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if FlowRegistry.of(body).deleting:
-        return  # the delete handler finalizes it
-    await _queue(memo).resume(body)
-
-
 async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _queue(memo).sync(body, "change")
+    queue = _queue(memo)
+    if queue.knows(body):
+        await queue.sync(body, "change")
+    else:  # new, or there before this process started: its status says if it is in step
+        await queue.resume(body)
 
 
 async def on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     _queue(memo).forget(body)
+    essences = memo.get("essences")
+    if isinstance(essences, MemoryDiffBase):
+        essences.forget(body)
     try:
         deleted = await _reconciler(memo).finalize(body)
     except FlowregError as exc:

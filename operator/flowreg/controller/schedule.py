@@ -155,6 +155,11 @@ class SyncQueue:
         self._schedule(uid, self._clock() + self._rng.uniform(0.0, spread))
         return None
 
+    def knows(self, body: Mapping[str, Any]) -> bool:
+        """Whether ``body``'s registry was synced or scheduled by this queue (and not
+        forgotten since)."""
+        return uid_of(body) in self._objects
+
     def forget(self, body: Mapping[str, Any]) -> None:
         """Drop ``body``'s waiting sync (its waiters are cancelled) and its schedule."""
         uid = uid_of(body)
