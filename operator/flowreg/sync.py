@@ -53,6 +53,12 @@ DEFAULT_BATCH_SIZE = 100
 MIN_LOOKAHEAD = 2
 """Batches whose embeddings are requested ahead of the batch being written, at least; an
 embedder that serves several calls at once (``concurrency``) gets that many."""
+RECHECK_BEFORE_WRITE = 2.0
+"""A sync about to write on a trusted collection asks about it again (a collection recreated
+behind flowreg's back with another vector size is refused before anything is embedded), unless
+it was found less than this many seconds before: the many syncs of an operator's burst share
+one check a second or so, instead of one each. (A collection recreated within that window is
+refused by its first write instead.)"""
 ProgressFn = Callable[[Checkpoint], Awaitable[None] | None]
 
 
@@ -233,7 +239,8 @@ class SyncEngine:
             else:
                 registry = _full(registry)
                 if trusted:  # about to write: the collection is asked, not trusted
-                    await self.store.recheck_collection(dimension)
+                    await self.store.recheck_collection(dimension,
+                                                        older_than=RECHECK_BEFORE_WRITE)
                 with collector_paused():
                     plan = await self._plan(registry, policy, deep)
                 guard(plan, registry, policy)

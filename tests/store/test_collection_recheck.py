@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from flowreg import sync
 from flowreg.embed import HashingEmbedder
 from flowreg.errors import StoreIncompatible
 from flowreg.flow import DeclaredFlows, Flow
@@ -78,9 +79,10 @@ async def test_a_collection_deleted_behind_its_back_is_recreated_by_the_same_syn
 
 
 async def test_a_collection_recreated_with_another_size_is_refused_before_any_embedding(
-        store: FlowStore):
+        store: FlowStore, monkeypatch: pytest.MonkeyPatch):
     from qdrant_client import models
 
+    monkeypatch.setattr(sync, "RECHECK_BEFORE_WRITE", 0.0)  # found long enough ago
     engine, client = await synced_then_deleted(store)
     await client.create_collection(store.collection, vectors_config=models.VectorParams(
         size=7, distance=models.Distance.COSINE))
@@ -88,3 +90,30 @@ async def test_a_collection_recreated_with_another_size_is_refused_before_any_em
     with pytest.raises(StoreIncompatible):
         await engine.apply(registry(5))  # no digest there: about to write, it asks first
     assert engine.embedder.calls == embedded
+
+
+async def test_recreated_within_seconds_of_a_check_it_is_refused_by_the_first_write(
+        store: FlowStore):
+    from qdrant_client import models
+
+    engine, client = await synced_then_deleted(store)
+    await client.create_collection(store.collection, vectors_config=models.VectorParams(
+        size=7, distance=models.Distance.COSINE))
+    with pytest.raises(StoreIncompatible):
+        await engine.apply(registry(5))  # checked moments ago: the write finds out
+    embedded = engine.embedder.calls
+    with pytest.raises(StoreIncompatible):
+        await engine.apply(registry(5))  # the failure made it ask again
+    assert engine.embedder.calls == embedded
+
+
+async def test_syncs_that_write_moments_apart_share_one_check(store: FlowStore):
+    store.collection_recheck = 60.0
+    engine = SyncEngine(store, HashingEmbedder())
+    await engine.apply(registry(3))
+    calls = store.stats.calls.copy()
+    for n in (4, 5, 6):  # each one changes something
+        await engine.apply(registry(n))
+    asked = store.stats.calls - calls
+    assert asked["get_collection"] == 0 and asked["collection_exists"] == 0
+    assert asked["upsert"] == 3

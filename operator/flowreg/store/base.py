@@ -301,8 +301,13 @@ class FlowStore(abc.ABC):
         """Ask the backend at the next ``ensure_collection`` (e.g. after an error)."""
         self._ensured = None
 
-    async def recheck_collection(self, dimension: int) -> bool:
-        """``ensure_collection`` asking the backend, whatever was trusted before."""
+    async def recheck_collection(self, dimension: int, *, older_than: float = 0.0) -> bool:
+        """``ensure_collection`` asking the backend, whatever was trusted before, unless a
+        finding for the same size is less than ``older_than`` seconds old."""
+        known = self._ensured
+        if older_than > 0 and known is not None and known[0] == dimension \
+                and time.monotonic() - known[1] < older_than:
+            return False
         self.forget_collection()
         return await self.ensure_collection(dimension)
 

@@ -275,6 +275,9 @@ class ClientStore(FlowStore):
         return [ScoredFlow(str(p.id), float(p.score), p.payload or {}) for p in response.points]
 
     def _map_error(self, exc: Exception) -> FlowregError | None:
+        if _is_wrong_dimension(exc):
+            return StoreIncompatible(f"collection {self.collection!r} at {self.location}: "
+                                     f"{_detail(exc)}")
         if _is_unavailable(exc):
             where = self.location or "the configured URL"
             return StoreUnavailable(f"Qdrant at {where} is unavailable for collection "
@@ -329,6 +332,16 @@ def _detail(exc: BaseException) -> str:
             if text:
                 return str(text).splitlines()[0][:500]
     return describe(exc)
+
+
+def _is_wrong_dimension(exc: BaseException) -> bool:
+    """True for the server refusing a vector of another size than its collection's."""
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    said = "vector dimension error" in str(exc).lower()
+    if isinstance(exc, UnexpectedResponse):
+        return said and exc.status_code == 400
+    return said and (isinstance(exc, ValueError) or type(exc).__module__.startswith("grpc"))
 
 
 def _is_not_found(exc: BaseException) -> bool:
