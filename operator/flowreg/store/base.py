@@ -287,15 +287,19 @@ class FlowStore(abc.ABC):
         """Whether ``ensure_collection(dimension)`` would trust an earlier finding (a finding
         for the same size, less than ``collection_recheck`` seconds old, with no call failed
         since)."""
-        known = self._ensured
-        return known is not None and known[0] == dimension and self._trusted()
+        return self._found_within(self.collection_recheck, dimension)
 
     def _trusted(self) -> bool:
         """Whether the collection was found less than ``collection_recheck`` seconds ago, with
         no call failed since (it exists, whatever its vector size)."""
+        return self._found_within(self.collection_recheck)
+
+    def _found_within(self, seconds: float, dimension: int | None = None) -> bool:
+        """Whether a finding (for ``dimension``, if given) is less than ``seconds`` old."""
         known = self._ensured
-        return (self.collection_recheck > 0 and known is not None
-                and time.monotonic() - known[1] < self.collection_recheck)
+        return (seconds > 0 and known is not None
+                and (dimension is None or known[0] == dimension)
+                and time.monotonic() - known[1] < seconds)
 
     def forget_collection(self) -> None:
         """Ask the backend at the next ``ensure_collection`` (e.g. after an error)."""
@@ -304,9 +308,7 @@ class FlowStore(abc.ABC):
     async def recheck_collection(self, dimension: int, *, older_than: float = 0.0) -> bool:
         """``ensure_collection`` asking the backend, whatever was trusted before, unless a
         finding for the same size is less than ``older_than`` seconds old."""
-        known = self._ensured
-        if older_than > 0 and known is not None and known[0] == dimension \
-                and time.monotonic() - known[1] < older_than:
+        if self._found_within(older_than, dimension):
             return False
         self.forget_collection()
         return await self.ensure_collection(dimension)
