@@ -67,7 +67,8 @@ class EngineConfig:
     """What ``SyncEngine.open`` opens: a store, an embedder and (optionally) a run history.
 
     ``location`` and ``collection`` are as ``open_store`` takes them (with ``api_key``,
-    ``timeout``, ``page_size``, ``lock_timeout`` and collection ``settings``); ``embedder`` is
+    ``timeout``, ``page_size``, ``lock_timeout`` and collection ``settings``; ``grpc_port``: a
+    Qdrant server is spoken to over gRPC on that port, ``None``: over REST); ``embedder`` is
     a configuration for ``make_embedder`` (``None``: the hashing default) or an ``Embedder``
     the engine then owns; ``history`` is the path of a run-history SQLite file (``None``: no
     history).
@@ -83,6 +84,7 @@ class EngineConfig:
     page_size: int | None = None
     lock_timeout: float | None = None
     settings: CollectionSettings | None = None
+    grpc_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,9 @@ class SyncEngine:
             owned.push_async_callback(embedder.aclose)
             store = open_store(config.location, config.collection, api_key=config.api_key,
                                timeout=config.timeout, page_size=config.page_size,
-                               lock_timeout=config.lock_timeout, settings=config.settings)
+                               lock_timeout=config.lock_timeout, settings=config.settings,
+                               prefer_grpc=config.grpc_port is not None,
+                               grpc_port=config.grpc_port or 6334)
             owned.push_async_callback(store.close)
             history = None
             if config.history is not None:

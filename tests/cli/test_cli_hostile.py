@@ -116,6 +116,8 @@ def test_a_numeric_flag_out_of_range_is_a_usage_error_naming_the_flag(capsys, co
     ({"stores": {"s": {"batchSize": "many"}}}, "stores.s.batchSize"),
     ({"stores": {"s": {"pageSize": -3}}}, "stores.s.pageSize"),
     ({"stores": {"s": {"timeout": 0}}}, "stores.s.timeout"),
+    ({"stores": {"s": {"location": "http://q:6333", "grpcPort": 0}}}, "stores.s.grpcPort"),
+    ({"stores": {"s": {"location": "http://q:6333", "grpcPort": 70_000}}}, "stores.s.grpcPort"),
     ({"stores": {"s": {"embedder": {"kind": "hashing", "dimension": 0}}}},
      "stores.s.embedder.dimension"),
     ({"stores": {"s": {"embedder": {"kind": "openai", "url": "u", "model": "m",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import uuid
 
 import pytest
 
@@ -16,6 +17,7 @@ from flowreg.controller.config import parse_config, parse_duration
 from flowreg.controller.reconcile import Reconciler
 from flowreg.errors import InvalidSpec
 from tests.support.builders import make_flows, registry_doc
+from tests.support.qdrant_server import server_available, session_server
 from tests.support.reconciler import RecordingSink, body_of, ready
 
 
@@ -105,6 +107,40 @@ async def test_deletion_policy(reconciler):
     assert await reconciler.engines["default"].store.count() == 3
     assert await reconciler.finalize(body) == 3
     assert await reconciler.engines["default"].store.count() == 0
+
+
+@pytest.mark.skipif(not server_available(), reason="no Qdrant server built")
+async def test_a_store_with_a_grpc_port_is_synced_over_grpc_on_that_port(monkeypatch):
+    endpoint = session_server()
+    assert endpoint.grpc_port is not None
+    monkeypatch.setenv("FLOWREG_TEST_QDRANT_KEY", endpoint.api_key or "")
+
+    async def sync_over(grpc_port: int) -> str:
+        collection = f"t_{uuid.uuid4().hex[:12]}"
+        config = parse_config({"stores": {"default": {
+            "location": endpoint.url, "collection": collection, "timeout": 3,
+            "apiKeyEnv": "FLOWREG_TEST_QDRANT_KEY", "grpcPort": grpc_port}}})
+        reconciler = Reconciler(config, RecordingSink())
+        try:
+            outcome = await reconciler.reconcile(body_of(make_flows(3)), trigger="change")
+            if outcome.ready:
+                await reconciler.engines["default"].store.client.delete_collection(collection)
+            return outcome.reason
+        finally:
+            await reconciler.close()
+
+    assert await sync_over(endpoint.grpc_port) == "Synced"
+    # the REST port named as the gRPC one: nothing answers gRPC there, so gRPC is what is used
+    assert await sync_over(int(endpoint.url.rsplit(":", 1)[1])) == "StoreUnavailable"
+
+
+def test_a_grpc_port_is_only_for_a_qdrant_server():
+    assert parse_config({"stores": {"s": {"location": "http://q:6333", "grpcPort": 6334}}}
+                        ).stores["s"].grpc_port == 6334
+    assert parse_config({"stores": {"s": {"location": "http://q:6333"}}}
+                        ).stores["s"].grpc_port is None
+    with pytest.raises(ValueError, match=r"^stores\.s\.grpcPort: gRPC is spoken only"):
+        parse_config({"stores": {"s": {"location": "/var/lib/flows", "grpcPort": 6334}}})
 
 
 def test_config_rejects_inline_keys_and_unknown_settings():

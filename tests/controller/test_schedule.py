@@ -20,6 +20,7 @@ from flowreg.controller.schedule import (
     MIN_STEP,
     PAUSED_STEP,
     RESUME_SPREAD,
+    SMALL_FLOWS,
     SyncQueue,
     in_step,
 )
@@ -102,6 +103,32 @@ async def test_no_more_syncs_run_at_once_than_workers_and_each_registry_syncs_on
     assert sorted(name for name, _ in traced.order) == sorted(b["metadata"]["name"]
                                                               for b in bodies)
     assert all(b["status"]["observedGeneration"] == 1 for b in bodies)
+
+
+async def test_large_registries_take_their_own_slots_and_small_ones_the_rest():
+    reconciler = Reconciler(parse_config({"stores": {"default": {"location": ":memory:"}},
+                                          "deepCheckInterval": "24h"}), RecordingSink())
+    traced = Traced(reconciler)
+    traced.gate = asyncio.Event()
+    queue = SyncQueue(reconciler, workers=6, large=2, tick=3600, clock=Clock())
+    queue.start()
+    try:
+        large = [fleet_body(i, flows=SMALL_FLOWS + 1) for i in range(4)]
+        small = [fleet_body(10 + i, flows=SMALL_FLOWS) for i in range(6)]
+        waiting = [asyncio.create_task(queue.sync(b, "change")) for b in large + small]
+        await asyncio.sleep(0.1)
+        names = {b["metadata"]["name"] for b in large}
+        # two large syncs run; two more workers wait for a large slot, the other two run small
+        # syncs
+        assert sum(1 for n in traced.entered if n in names) == 2
+        assert traced.running == 4 and queue.waiting == 4
+        traced.gate.set()
+        outcomes = await asyncio.gather(*waiting)
+        assert all(o.reason == "Synced" for o in outcomes)
+        assert traced.most <= 6
+    finally:
+        await queue.stop()
+        await reconciler.close()
 
 
 async def test_triggers_for_a_waiting_registry_merge_into_one_sync_of_the_newest(setup):

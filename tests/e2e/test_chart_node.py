@@ -33,16 +33,17 @@ POD_READY_TARGET = 60.0
 
 
 @pytest.fixture
-def store(node: NodeCluster) -> Iterator[tuple[str, str | None]]:
-    """(location, API key) the pod uses: a Qdrant server on the bridge, else the emptyDir."""
+def store(node: NodeCluster) -> Iterator[tuple[str, str | None, int | None]]:
+    """(location, API key, gRPC port) the pod uses: a Qdrant server on the bridge (over gRPC,
+    as the chart's default), else the emptyDir."""
     binary = server_binary()
     if binary is None:
-        yield "/tmp/flowreg-store", None
+        yield "/tmp/flowreg-store", None, None
         return
     assert node.bridge is not None
     server = QdrantServer(binary, host=node.bridge.gateway).start()
     try:
-        yield server.endpoint.url, server.api_key
+        yield server.endpoint.url, server.api_key, server.endpoint.grpc_port
     finally:
         server.stop()
         server.remove()
@@ -56,15 +57,16 @@ def restricted(node: NodeCluster, namespace: str) -> None:
                  "pod-security.kubernetes.io/enforce=restricted")
 
 
-def install(node: NodeCluster, image: Image, store: tuple[str, str | None], release: str,
-            namespace: str, *values: str) -> float:
+def install(node: NodeCluster, image: Image, store: tuple[str, str | None, int | None],
+            release: str, namespace: str, *values: str) -> float:
     """``helm install`` the chart with its defaults plus the image, the store (its API key as a
     Secret) and ``values``; wait until its pods are Ready; return the seconds that took."""
-    location, api_key = store
+    location, api_key, grpc_port = store
     repository, tag = image.ref.rsplit(":", 1)
     restricted(node, namespace)
     settings = [f"--set=image.repository={repository}", f"--set=image.tag={tag}",
-                f"--set=stores.default.location={location}", *values]
+                f"--set=stores.default.location={location}",
+                f"--set=stores.default.grpcPort={grpc_port or 'null'}", *values]
     if api_key:
         node.kubectl("-n", namespace, "create", "secret", "generic", "qdrant-api-key",
                      f"--from-literal=api-key={api_key}")
@@ -88,8 +90,8 @@ def operator_pids() -> list[int]:
 
 
 def test_helm_install_runs_the_operator_and_syncs_the_examples(
-        node: NodeCluster, operator_image: Image, store: tuple[str, str | None]):
-    location, api_key = store
+        node: NodeCluster, operator_image: Image, store: tuple[str, str | None, int | None]):
+    location, api_key, _ = store
     restricted(node, "default")
     ready_after = install(node, operator_image, store, RELEASE, NAMESPACE)
     print(f"\noperator pod Ready {ready_after:.1f} s after helm install "
@@ -140,7 +142,7 @@ def metric(pod_ip: str, name: str) -> float | None:
 
 
 def test_helm_install_with_ha_runs_one_active_replica_and_a_standby_that_takes_over(
-        node: NodeCluster, operator_image: Image, store: tuple[str, str | None]):
+        node: NodeCluster, operator_image: Image, store: tuple[str, str | None, int | None]):
     """The chart's HA values as pods: the peering CRDs come from the chart's crds/, the
     replicas elect one active operator, and deleting it hands the work to the other."""
     namespace, lifetime = "flowreg-ha", 10

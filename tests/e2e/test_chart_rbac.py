@@ -1,17 +1,22 @@
 """The chart's RBAC is enough and no more: the operator, running with a token of the chart's
-ServiceAccount, reconciles and finalizes a FlowRegistry; calls outside the grant are refused."""
+ServiceAccount, reconciles and finalizes a FlowRegistry; calls outside the grant are refused.
+The chart's finalizer policy (Kubernetes 1.36+) has the apiserver add the finalizer at creation,
+in the watched namespaces only, so the operator never writes the object itself."""
 
 from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client, config
 
+from flowreg.controller.handlers import FINALIZER
 from flowreg.schema import GROUP, PLURAL, VERSION
+from tests.support import finalizer_policy as finalizer_policy_support
 from tests.support.builders import make_flows, registry_doc
 from tests.support.controlplane import apply_documents
 from tests.support.operator_harness import (
@@ -24,6 +29,9 @@ from tests.support.operator_harness import (
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE_NS = "flowreg-system"
+WATCHED = f"chart-e2e-{uuid.uuid4().hex[:8]}"
+"""The namespace the finalizer policy is bound to (policies are cluster-wide: the other tests of
+the session create registries where no operator runs, whose deletion a finalizer would block)."""
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +52,24 @@ def chart_installed(control_plane, kube_api):
 
 
 @pytest.fixture(scope="module")
+def finalizer_policy(control_plane, kube_api) -> Iterator[str]:
+    """The chart's finalizer policy as a 1.36+ cluster gets it, bound to ``WATCHED``; the name of
+    a namespace it does not cover. Removed at the end of the module."""
+    core = client.CoreV1Api(kube_api)
+    unwatched = f"chart-unwatched-{uuid.uuid4().hex[:8]}"
+    for namespace in (WATCHED, unwatched):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    docs = finalizer_policy_support.install(kube_api, control_plane.helm, "rel", WATCHED,
+                                            namespaces=[WATCHED])
+    try:
+        yield unwatched
+    finally:
+        finalizer_policy_support.remove(kube_api, docs)
+        for namespace in (WATCHED, unwatched):
+            core.delete_namespace(namespace)
+
+
+@pytest.fixture(scope="module")
 def sa_kubeconfig(chart_installed, control_plane, kube_api, tmp_path_factory):
     from tests.support.controlplane import service_account_token
 
@@ -53,26 +79,35 @@ def sa_kubeconfig(chart_installed, control_plane, kube_api, tmp_path_factory):
 
 
 def test_operator_with_the_charts_service_account_reconciles_and_finalizes(
-        sa_kubeconfig, kube_api, tmp_path):
-    namespace = f"chart-e2e-{uuid.uuid4().hex[:8]}"
+        sa_kubeconfig, kube_api, finalizer_policy, tmp_path):
+    namespace = WATCHED
     core = client.CoreV1Api(kube_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     agent = f"agent_{uuid.uuid4().hex[:8]}"
     crd = client.CustomObjectsApi(kube_api)
-    try:
-        with InProcessOperator(sa_kubeconfig, write_config(tmp_path / "c.yaml"), None) as op:
-            crd.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, registry_doc(
-                make_flows(4), name="rbac", agent=agent, namespace=namespace))
-            obj = wait_for(kube_api, namespace, "rbac", ready_at_generation, timeout=60)
-            assert obj["status"]["lastSync"]["created"] == 4
-            assert len(op.flows(agent)) == 4
-            events = core.list_namespaced_event(namespace).items
-            assert any(e.reason == "Synced" for e in events)
-            assert delete_and_wait_gone(kube_api, namespace, "rbac"), \
-                "the finalizer did not run with the chart's permissions"
-            assert op.flows(agent) == {}
-    finally:
-        core.delete_namespace(namespace)
+    with InProcessOperator(sa_kubeconfig, write_config(tmp_path / "c.yaml"), None) as op:
+        created = crd.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                      registry_doc(make_flows(4), name="rbac",
+                                                                   agent=agent,
+                                                                   namespace=namespace))
+        assert created["metadata"]["finalizers"] == [FINALIZER], "added by the apiserver"
+        obj = wait_for(kube_api, namespace, "rbac", ready_at_generation, timeout=60)
+        assert obj["status"]["lastSync"]["created"] == 4
+        assert len(op.flows(agent)) == 4
+        events = core.list_namespaced_event(namespace).items
+        assert any(e.reason == "Synced" for e in events)
+        # the operator wrote the status only: nothing of the object itself (no finalizer PATCH)
+        creator = created["metadata"]["managedFields"][0]["manager"]
+        writers = {(m["manager"], m.get("subresource", ""))
+                   for m in obj["metadata"]["managedFields"]}
+        assert {m for m, sub in writers if sub == ""} == {creator}, writers
+        assert {sub for _, sub in writers} == {"", "status"}
+        assert delete_and_wait_gone(kube_api, namespace, "rbac"), \
+            "the finalizer did not run with the chart's permissions"
+        assert op.flows(agent) == {}
+
+
+def test_the_finalizer_policy_leaves_unwatched_namespaces_alone(kube_api, finalizer_policy):
+    assert finalizer_policy_support.dry_run_finalizers(kube_api, finalizer_policy) == []
 
 
 @pytest.mark.parametrize("call", [

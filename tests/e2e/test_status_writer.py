@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from pathlib import Path
@@ -67,3 +68,31 @@ async def test_a_deleted_registry_is_not_an_error(control_plane: ControlPlane,
         await sink.patch_status(body, {"flowCount": 1})  # 404: logged, not raised
     finally:
         await sink.close()
+
+
+async def test_concurrent_writes_share_one_http2_connection(
+        control_plane: ControlPlane, kube_api: client.ApiClient, crd_installed: None,
+        namespace_factory: Any):
+    namespace = namespace_factory("flowreg-sink")
+    bodies = [create(kube_api, registry(namespace, f"r{i}", f"bot-{i}", [])) for i in range(16)]
+    sink = KubeSink(lambda: admin_credentials(control_plane.kubeconfig), connections=8)
+    versions: list[str] = []
+    send = sink._send
+
+    async def recorded(*args: Any, **kwargs: Any) -> Any:
+        response = await send(*args, **kwargs)
+        versions.append(response.http_version)
+        return response
+
+    sink._send = recorded  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(*(sink.patch_status(b, {"flowCount": i})
+                               for i, b in enumerate(bodies)))
+        pool = sink._client._transport._pool  # type: ignore[union-attr]
+        connections = len(pool.connections)
+    finally:
+        await sink.close()
+    assert versions == ["HTTP/2"] * 16
+    assert connections == 1, "sixteen writes at once took more than one connection"
+    assert [get_registry(kube_api, namespace, f"r{i}")["status"]["flowCount"]
+            for i in range(16)] == list(range(16))

@@ -194,3 +194,41 @@ def test_cluster_settings_reach_the_operator_config_and_are_checked(helm):
     result = run_helm(helm, "template", "rel", str(CHART),
                       "--set", "stores.default.cluster.shards=0")
     assert result.returncode != 0 and "shards" in result.stderr
+
+
+MAP_API = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+
+
+def finalizer_policy(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    policies = of_kind(docs, "MutatingAdmissionPolicy")
+    bindings = of_kind(docs, "MutatingAdmissionPolicyBinding")
+    assert len(policies) == len(bindings) <= 1
+    return (policies[0], bindings[0]) if policies else None
+
+
+def test_the_apiserver_adds_the_operators_finalizer_where_it_serves_admission_policies(helm):
+    from flowreg.controller.handlers import FINALIZER
+
+    assert finalizer_policy(render(helm)) is None, "rendered for a cluster without the API"
+    found = finalizer_policy(render(helm, "--api-versions", MAP_API))
+    assert found is not None
+    policy, binding = found
+    [mutation] = policy["spec"]["mutations"]
+    assert f'finalizers: ["{FINALIZER}"]' in mutation["applyConfiguration"]["expression"]
+    assert policy["spec"]["failurePolicy"] == "Ignore"
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"], rule["operations"]) == (
+        ["flowreg.dev"], ["flowregistries"], ["CREATE"])
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert "matchResources" not in binding["spec"], "all namespaces are watched by default"
+    assert finalizer_policy(render(helm, "--api-versions", MAP_API,
+                                   "--set", "finalizerPolicy.enabled=false")) is None
+
+
+def test_the_finalizer_policy_binds_only_the_watched_namespaces(helm):
+    found = finalizer_policy(render(helm, "--api-versions", MAP_API, "--set",
+                                    "watch.allNamespaces=false", "--set", "watch.namespaces={a,b}"))
+    assert found is not None
+    [expression] = found[1]["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+    assert expression == {"key": "kubernetes.io/metadata.name", "operator": "In",
+                          "values": ["a", "b"]}

@@ -49,6 +49,9 @@ stores:
     {{- with $store.pageSize }}
     pageSize: {{ . }}
     {{- end }}
+    {{- if and $store.grpcPort (regexMatch "^https?://" (toString $store.location)) }}
+    grpcPort: {{ $store.grpcPort }}
+    {{- end }}
     {{- with $store.timeout }}
     timeout: {{ . }}
     {{- end }}

@@ -9,6 +9,7 @@ API key. Tenants never supply URLs or keys. Example::
         location: http://qdrant.qdrant.svc:6333   # or :memory:, or a directory
         collection: flowreg_flows
         apiKeyEnv: QDRANT_API_KEY                 # filled from a Secret by the Helm chart
+        grpcPort: 6334                            # over gRPC on this port (unset: REST)
         embedder: {kind: hashing, dimension: 384}
         cluster:                                  # Qdrant cluster settings (store.settings)
           shards: 3
@@ -16,7 +17,7 @@ API key. Tenants never supply URLs or keys. Example::
           readConsistency: majority
     driftCheckSeconds: 10                         # the longest the re-sync clock sleeps
     deepCheckInterval: 1h                         # how often each registry is read in full
-    concurrentSyncs: 8                            # syncs running at once (controller.schedule)
+    concurrentSyncs: 8                            # syncs of large registries at once (schedule)
 
 Every number has a range (``flowreg.bounds``, the same as the CLI's flags) and every location
 is parsed (``flowreg.location``); a bad value is a ``ConfigError`` naming the setting. The file
@@ -62,6 +63,9 @@ class StoreConfig:
     cluster: CollectionSettings | None = None
     """Applied when the operator creates the collection; read consistency and write ordering
     on every call (``stores.NAME.cluster``)."""
+    grpc_port: int | None = None
+    """A Qdrant server is spoken to over gRPC on this port (``stores.NAME.grpcPort``; Qdrant's
+    own is 6334); ``None``: over REST, at the location's port."""
 
     @property
     def api_key(self) -> str | None:
@@ -94,7 +98,8 @@ class OperatorConfig:
 
 
 CONCURRENT_SYNCS = bounds.Bound(1, 256)
-"""``concurrentSyncs``: workers of the operator's sync queue."""
+"""``concurrentSyncs``: syncs of large registries running at once (``controller.schedule``:
+``SMALL_SHARE`` times as many syncs in all)."""
 EMBEDDER_BOUNDS = {"dimension": bounds.EMBEDDING_DIMENSION,
                    "batchSize": bounds.EMBEDDER_BATCH_SIZE, "timeout": bounds.EMBEDDER_TIMEOUT,
                    "maxRetries": bounds.EMBEDDER_MAX_RETRIES,
@@ -138,7 +143,7 @@ def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> 
         if "apiKey" in raw:
             raise ConfigError(f"stores.{name}: put API keys in a Secret and name it by apiKeyEnv")
         known = {"location", "collection", "apiKeyEnv", "embedder", "batchSize", "pageSize",
-                 "timeout", "cluster"}
+                 "timeout", "cluster", "grpcPort"}
         unknown = set(raw) - known
         if unknown:
             raise ConfigError(f"stores.{name}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -149,9 +154,14 @@ def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> 
                 "Qdrant URL, or ':memory:' explicitly (every flow is lost when the operator "
                 "stops)")
         where = f"stores.{name}."
+        location = _location(raw.get("location", ":memory:"), f"{where}location")
+        grpc_port = _number(raw, "grpcPort", bounds.PORT, None, where)
+        if grpc_port is not None and not location.is_server:
+            raise ConfigError(f"{where}grpcPort: gRPC is spoken only to a Qdrant server (an "
+                              f"http(s):// location), not to {location}")
         stores[str(name)] = StoreConfig(
             name=str(name),
-            location=_location(raw.get("location", ":memory:"), f"{where}location"),
+            location=location,
             collection=str(raw.get("collection", "flowreg_flows")),
             api_key_env=raw.get("apiKeyEnv"),
             embedder=_embedder(raw.get("embedder"), f"{where}embedder"),
@@ -159,6 +169,7 @@ def parse_config(data: Mapping[str, Any], *, require_location: bool = False) -> 
             page_size=_number(raw, "pageSize", bounds.PAGE_SIZE, None, where),
             timeout=float(_number(raw, "timeout", bounds.STORE_TIMEOUT, 30.0, where)),
             cluster=_cluster(raw.get("cluster"), f"{where}cluster."),
+            grpc_port=grpc_port,
         )
     deep = data.get("deepCheckInterval", "1h")
     try:

@@ -8,8 +8,9 @@
 * periodic re-syncs at ``spec.interval`` (a digest comparison; a deep check when due) and
   retries after transient failures come from the queue's one timer, not from kopf: kopf
   keeps no timer, task or copy of the object per registry;
-* delete: a finalizer; ``deletionPolicy: Delete`` removes the registry's points, ``Orphan``
-  leaves them.
+* delete: a finalizer (``FINALIZER``; on Kubernetes 1.36+ the chart has the apiserver add it
+  at creation, so a new registry is synced at its first event, without a PATCH adding it);
+  ``deletionPolicy: Delete`` removes the registry's points, ``Orphan`` leaves them.
 
 kopf compares each object with its last handled essence to tell a change from a status write.
 That essence is kept in the operator's memory (``MemoryDiffBase``), with a digest of
@@ -38,12 +39,15 @@ from flowreg.controller.kube import KubeSink, login
 from flowreg.controller.metrics import Metrics
 from flowreg.controller.reconcile import Reconciler
 from flowreg.controller.resource import FlowRegistry, uid_of
-from flowreg.controller.schedule import SyncQueue
+from flowreg.controller.schedule import SMALL_SHARE, SyncQueue
 from flowreg.errors import FlowregError
 from flowreg.schema import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("flowreg.controller")
 PREFIX = GROUP
+FINALIZER = f"{PREFIX}/finalizer"
+"""The finalizer that holds a deleted registry until its points are removed (or orphaned). The
+chart's MutatingAdmissionPolicy adds it at creation; kopf adds it where that policy is absent."""
 DEFAULT_PEERING_LIFETIME = 60
 CONSISTENCY_TIMEOUT = 60.0
 ESSENCE_METADATA = frozenset(("labels", "annotations"))
@@ -136,7 +140,7 @@ def authenticate(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionIn
 
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Settings, the ``Reconciler`` and its ``SyncQueue`` from the configuration in ``memo``."""
-    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = MemoryProgress(prefix=PREFIX)
     essences = MemoryDiffBase()
     settings.persistence.diffbase_storage = essences
@@ -152,7 +156,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         raise kopf.PermanentError("the operator was started without a configuration in memo")
     metrics = Metrics.default()
     reconciler = Reconciler(config, KubeSink(connections=config.concurrent_syncs), metrics)
-    queue = SyncQueue(reconciler, workers=config.concurrent_syncs,
+    queue = SyncQueue(reconciler, workers=SMALL_SHARE * config.concurrent_syncs,
+                      large=config.concurrent_syncs,
                       tick=config.drift_check_seconds, paused=lambda: metrics.standing_by)
     memo["reconciler"], memo["queue"], memo["essences"] = reconciler, queue, essences
     queue.start()

@@ -106,7 +106,7 @@ class Reconciler:
             engine = await self._owned.enter_async_context(SyncEngine.open(EngineConfig(
                 store.location, store.collection, embedder=store.embedder,
                 batch_size=store.batch_size, api_key=store.api_key, timeout=store.timeout,
-                page_size=store.page_size, settings=store.cluster,
+                page_size=store.page_size, settings=store.cluster, grpc_port=store.grpc_port,
                 lock_timeout=0)))  # held by another process: fail now, retried with backoff
             engine.store.collection_recheck = COLLECTION_RECHECK_SECONDS
             self.engines[store.name] = engine

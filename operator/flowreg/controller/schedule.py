@@ -1,9 +1,10 @@
 """When and how many syncs run: one queue and one clock for every FlowRegistry of the operator.
 
-``SyncQueue`` runs the ``Reconciler``'s syncs on a fixed number of workers
-(``concurrentSyncs``), never two of one registry at once, and re-syncs each registry when it is
-due from a single timer that looks for due registries every ``driftCheckSeconds``; no task or
-timer is kept per registry. Its contract:
+``SyncQueue`` runs the ``Reconciler``'s syncs on a fixed number of workers, at most ``large`` of
+them syncs of registries of more than ``SMALL_FLOWS`` flows (the operator: ``concurrentSyncs``
+large ones, ``SMALL_SHARE`` times as many in all), never two of one registry at once, and
+re-syncs each registry when it is due from a single timer that looks for due registries every
+``driftCheckSeconds``; no task or timer is kept per registry. Its contract:
 
 * **Changes first.** A sync asked for by a change of the object (created, updated, resumed
   out of step) goes before every periodic re-sync already waiting; triggers that arrive for a
@@ -59,6 +60,19 @@ PAUSED_STEP = 1.0
 """The re-sync clock's longest wait while the operator stands by (a cheap check)."""
 URGENT, ROUTINE = 0, 1
 """Queue priorities: a change of the object, and a periodic re-sync."""
+SMALL_FLOWS = 200
+"""A registry of at most this many flows is small: its sync holds little (memory, one batch)
+and spends most of its time waiting on the store and the apiserver."""
+SMALL_SHARE = 4
+"""How many small syncs the operator runs in the place of one large one."""
+
+
+def flow_count(body: Mapping[str, Any]) -> int:
+    """How many flows ``body`` declares (0 for a malformed object: the sync says what is
+    wrong with it)."""
+    spec = body.get("spec")
+    flows = spec.get("flows") if isinstance(spec, Mapping) else None
+    return len(flows) if isinstance(flows, list) else 0
 
 
 def in_step(body: Mapping[str, Any]) -> bool:
@@ -87,13 +101,17 @@ class SyncQueue:
     """Bounded, prioritised syncs and one clock for periodic re-syncs (see the module)."""
 
     def __init__(self, reconciler: Reconciler, *, workers: int, tick: float,
+                 large: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None,
                  paused: Callable[[], bool] = lambda: False) -> None:
-        if workers < 1:
+        """``workers`` syncs run at once, at most ``large`` of them (default: all) syncs of
+        registries of more than ``SMALL_FLOWS`` flows."""
+        if workers < 1 or (large is not None and large < 1):
             raise ValueError("at least one worker")
         self.reconciler = reconciler
         self.workers = workers
+        self._large = asyncio.Semaphore(min(large, workers) if large is not None else workers)
         self.tick = tick
         self._clock = clock
         self._paused = paused
@@ -227,7 +245,11 @@ class SyncQueue:
             self._objects[uid] = _pack(job.body)
         failed = True
         try:
-            outcome = await self.reconciler.reconcile(job.body, trigger=job.trigger)
+            if flow_count(job.body) > SMALL_FLOWS:
+                async with self._large:
+                    outcome = await self.reconciler.reconcile(job.body, trigger=job.trigger)
+            else:
+                outcome = await self.reconciler.reconcile(job.body, trigger=job.trigger)
             failed = False
         finally:
             if uid in self._objects:  # not deleted meanwhile
