@@ -5,14 +5,20 @@
 
 Starts etcd + kube-apiserver (the binaries ``hack/testbin.sh`` builds), a Qdrant server (the
 binary ``hack/qdrant.sh`` builds; ``--store edge``: an embedded store in a directory instead),
-and ``flowreg run`` as a child process with the admin kubeconfig. Then three phases:
+and ``flowreg run`` as a child process with the admin kubeconfig. The chart's finalizer policy is
+installed as the chart installs it on Kubernetes 1.36+ (the apiserver adds the operator's
+finalizer at creation; ``--no-finalizer-policy``: the operator adds it, one PATCH per registry),
+and the operator speaks gRPC to the Qdrant server as the chart configures it (``--rest``: REST).
+Then three phases:
 
 1. **Fleet**: ``--registries`` FlowRegistries of ``--flows`` flows each, one agent per
    registry, created at once by ``--clients`` threads. Measured: seconds from the last object
-   accepted until every one is Ready at its generation; the operator's peak RSS (VmHWM);
-   apiserver requests per registry by verb and resource, the benchmark's own creates and lists
-   subtracted (apiserver ``apiserver_request_total``); Qdrant calls by operation and embedded
-   texts (the operator's ``flowreg_store_operations_total``, ``flowreg_embedded_texts_total``).
+   accepted until every one is Ready at its generation, and the CPU each process used in that
+   time; each first sync's engine seconds; the operator's peak RSS (VmHWM); apiserver requests
+   per registry by verb and resource, the benchmark's own creates and lists subtracted
+   (apiserver ``apiserver_request_total``), and the apiserver's own time per request; Qdrant
+   calls by operation and embedded texts (the operator's ``flowreg_store_operations_total``,
+   ``flowreg_embedded_texts_total``).
 2. **Steady state**: the registries are created with ``spec.interval`` = ``--interval`` (default
    ``1h``: no re-sync is due during ``--steady-seconds``, and the operator only runs its one
    re-sync clock; ``--interval 10m --steady-seconds 600`` measures a whole interval, every
@@ -32,6 +38,8 @@ same digest comparison an interval re-sync is).
 
 ``--py-spy FILE`` samples the operator with py-spy during phase 1 (raw folded stacks, for a
 flame graph or a summary by function); py-spy is not a dependency of the project.
+``--apiserver-profile FILE`` saves kube-apiserver's CPU profile of phase 1 (its first
+``--apiserver-profile-seconds``), for ``go tool pprof``.
 """
 
 from __future__ import annotations
@@ -174,19 +182,34 @@ class Others:
 
 
 def apiserver_requests(api: Any) -> Counter[str]:
-    """apiserver_request_total by ``VERB resource[/subresource]``."""
+    """apiserver_request_total by ``VERB resource[/subresource]``, and the seconds the
+    apiserver spent answering them (``apiserver_request_duration_seconds``) under ``SECONDS``
+    followed by the same key."""
     method, url, headers, body, _ = api.param_serialize("GET", "/metrics",
                                                         auth_settings=["BearerToken"])
     response = api.call_api(method, url, header_params=headers, body=body)
     response.read()
     text = response.data.decode()
     out: Counter[str] = Counter()
-    for labels, value in samples(text, "apiserver_request_total").items():
-        d = dict(labels)
-        key = f"{d.get('verb')} {d.get('resource')}" + (
-            f"/{d['subresource']}" if d.get("subresource") else "")
-        out[key] += int(value)
+    for metric, prefix, kind in (("apiserver_request_total", "", int),
+                                 ("apiserver_request_duration_seconds_sum", "SECONDS ", float)):
+        for labels, value in samples(text, metric).items():
+            d = dict(labels)
+            key = f"{prefix}{d.get('verb')} {d.get('resource')}" + (
+                f"/{d['subresource']}" if d.get("subresource") else "")
+            out[key] += kind(value)
     return out
+
+
+def apiserver_profile(api: Any, into: Path, seconds: int) -> None:
+    """Save kube-apiserver's CPU profile of the next ``seconds`` into ``into``."""
+    method, url, headers, body, _ = api.param_serialize(
+        "GET", "/debug/pprof/profile", query_params=[("seconds", str(seconds))],
+        auth_settings=["BearerToken"])
+    response = api.call_api(method, url, header_params=headers, body=body,
+                            _request_timeout=seconds + 60)
+    response.read()
+    into.write_bytes(response.data)
 
 
 def registry(i: int, flows: int, interval: str) -> dict[str, Any]:
@@ -199,8 +222,9 @@ def registry(i: int, flows: int, interval: str) -> dict[str, Any]:
                  "conditions": ["user is authenticated"]} for j in range(flows)]}}
 
 
-def all_ready(api: Any) -> tuple[int, int]:
-    """(registries Ready at their generation, registries) in the namespace."""
+def all_ready(api: Any, durations: list[float] | None = None) -> tuple[int, int]:
+    """(registries Ready at their generation, registries) in the namespace; ``durations``
+    gets each one's last sync's engine seconds (``status.lastSync.durationSeconds``)."""
     from kubernetes import client
 
     items = client.CustomObjectsApi(api).list_namespaced_custom_object(
@@ -208,6 +232,8 @@ def all_ready(api: Any) -> tuple[int, int]:
     ready = 0
     for obj in items:
         status = obj.get("status") or {}
+        if durations is not None and "durationSeconds" in (status.get("lastSync") or {}):
+            durations.append(float(status["lastSync"]["durationSeconds"]))
         if status.get("observedGeneration") == obj["metadata"]["generation"] and any(
                 c.get("type") == "Ready" and c.get("status") == "True"
                 for c in status.get("conditions") or []):
@@ -231,8 +257,16 @@ def main() -> None:
                              "due re-syncs)")
     parser.add_argument("--concurrent-syncs", type=int, default=None,
                         help="the operator's concurrentSyncs (default: its own default)")
+    parser.add_argument("--rest", action="store_true",
+                        help="the operator speaks REST to the Qdrant server (default: gRPC, as "
+                             "the chart configures it)")
+    parser.add_argument("--no-finalizer-policy", action="store_true",
+                        help="leave out the chart's finalizer policy (as on Kubernetes < 1.36)")
     parser.add_argument("--py-spy", type=Path, default=None,
                         help="record the operator with py-spy during phase 1 into this file")
+    parser.add_argument("--apiserver-profile", type=Path, default=None,
+                        help="save kube-apiserver's CPU profile of phase 1 into this file")
+    parser.add_argument("--apiserver-profile-seconds", type=int, default=45)
     parser.add_argument("--steady-seconds", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args()
@@ -257,6 +291,8 @@ def main() -> None:
             location = qdrant.endpoint.url
             os.environ["QDRANT_API_KEY"] = qdrant.api_key
             store = {"location": location, "apiKeyEnv": "QDRANT_API_KEY"}
+            if not args.rest:
+                store["grpcPort"] = qdrant.endpoint.grpc_port
         else:
             store = {"location": str(work / "store")}
         cfg = work / "operator.yaml"
@@ -269,12 +305,18 @@ def main() -> None:
         apply_file(api, REPO / "crds" / "flowregistry.yaml")
         client.CoreV1Api(api).create_namespace(
             client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        if not args.no_finalizer_policy:
+            from tests.support import finalizer_policy
+
+            finalizer_policy.install(api, plane.helm, "fleet", NAMESPACE)
         others = Others(plane, qdrant)
         operator = Operator(plane.kubeconfig, cfg, work / "operator.log")
         operator.start()
         print(f"# fleet benchmark: {args.registries} registries x {args.flows} flows, "
               f"store={args.store}, interval={args.interval}, driftCheckSeconds="
               f"{args.drift_check}, concurrentSyncs={args.concurrent_syncs or 'default'}, "
+              f"finalizer policy {'no' if args.no_finalizer_policy else 'yes'}, "
+              f"{'REST' if args.rest else 'gRPC'} to a Qdrant server, "
               f"cpus={os.cpu_count()}, load "
               f"{os.getloadavg()[0]:.1f}", flush=True)
 
@@ -301,22 +343,33 @@ def main() -> None:
                                     "--nonblocking", "-o", str(args.py_spy),
                                     "--pid", str(operator.proc.pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        profiler = None
+        if args.apiserver_profile is not None:
+            profiler = threading.Thread(target=apiserver_profile, daemon=True, args=(
+                api, args.apiserver_profile, args.apiserver_profile_seconds))
+            profiler.start()
         started = time.monotonic()
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(create, bodies))
         created_in = last_accepted[0] - started
         ready_then = operator.counters()[2]
+        cpu_accepted, others_accepted = operator.cpu_seconds(), others.cpu()
+        cpu_synced, others_synced = cpu_accepted, others_accepted
         lists = 0
         deadline = time.monotonic() + args.timeout
         ready = 0
         synced_at = None
+        durations: list[float] = []
         while time.monotonic() < deadline:
             # the operator's syncs counter first (cheap); the list (13 MB at 2,000 x 20) only
             # once it says every registry has been synced
             if operator.counters()[2] >= args.registries:
-                synced_at = synced_at or time.monotonic()
+                if synced_at is None:
+                    synced_at = time.monotonic()
+                    cpu_synced, others_synced = operator.cpu_seconds(), others.cpu()
                 try:
-                    ready, total = all_ready(api)
+                    durations = []
+                    ready, total = all_ready(api, durations)
                 except Exception as exc:  # a list cut short by a busy apiserver: again
                     print(f"# list failed ({type(exc).__name__}); again", flush=True)
                     continue
@@ -329,6 +382,8 @@ def main() -> None:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(60)
+        if profiler is not None:
+            profiler.join()
         if ready != args.registries:
             raise SystemExit(f"only {ready} of {args.registries} Ready in {args.timeout} s")
         time.sleep(2)  # the last status patches and events land
@@ -337,7 +392,10 @@ def main() -> None:
         requests = delta(req1, req0)
         requests["POST flowregistries"] -= args.registries  # ours
         requests["LIST flowregistries"] -= lists  # ours
-        requests = Counter({k: v for k, v in requests.items() if v > 0})
+        answered = {k[len("SECONDS "):]: v for k, v in requests.items()
+                    if k.startswith("SECONDS ")}
+        requests = Counter({k: v for k, v in requests.items()
+                            if v > 0 and not k.startswith("SECONDS ")})
         ops = delta(ops1, ops0)
         n = args.registries
         print(f"fleet: {n} objects accepted in {created_in:.1f} s ({ready_then:.0f} synced by "
@@ -350,10 +408,24 @@ def main() -> None:
               f"{operator.cpu_seconds() - cpu0:.1f} s, embedded texts {texts1 - texts0:.0f}, "
               f"syncs {syncs1:.0f}; CPU beside it: {others.since(others0)}, this benchmark's "
               f"clients {time.process_time() - bench_cpu0:.1f} s")
+        durations.sort()
+        if durations:
+            print(f"fleet: each first sync in the engine (lastSync.durationSeconds): median "
+                  f"{durations[len(durations) // 2]:.3f} s, 90th percentile "
+                  f"{durations[len(durations) * 9 // 10]:.3f} s, max {durations[-1]:.3f} s")
+        tail = (synced_at or all_ready_at) - last_accepted[0]
+        print(f"fleet: from the last accepted to all synced ({tail:.1f} s): operator CPU "
+              f"{cpu_synced - cpu_accepted:.1f} s "
+              f"({(cpu_synced - cpu_accepted) / max(tail, 1e-9):.0%} of one core); beside it: "
+              + ", ".join(f"{k} {others_synced[k] - others_accepted.get(k, 0):.1f} s"
+                          for k in sorted(others_synced)))
         print(f"fleet: apiserver requests per registry {sum(requests.values()) / n:.2f} ("
               + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(requests.items()))
               + "; the benchmark's own creates and lists excluded, kube-apiserver's own "
                 "included)")
+        print("fleet: the apiserver's own time per request (mean): " + ", ".join(
+            f"{k} {answered[k] / v * 1000:.0f} ms" for k, v in sorted(requests.items())
+            if v >= n / 2 and k in answered))
         print(f"fleet: Qdrant calls per registry {sum(ops.values()) / n:.2f} ("
               + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(ops.items())) + ")")
 
@@ -374,7 +446,9 @@ def main() -> None:
               f"{sum(steady_ops.values())} ({sum(steady_ops.values()) / n:.2f} per registry: "
               + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(steady_ops.items()))
               + f"), status patches {steady_requests['PATCH flowregistries/status']}, "
-              f"apiserver requests {sum(steady_requests.values())}; CPU beside it: "
+              f"apiserver requests "
+              f"{sum(v for k, v in steady_requests.items() if not k.startswith('SECONDS '))}; "
+              f"CPU beside it: "
               f"{others.since(others2)}")
 
         # --- phase 3: restart over the existing fleet ------------------------------------
