@@ -87,3 +87,16 @@ def test_long_words_and_their_pairs_equal_the_definition():
         embedder = HashingEmbedder(dim)
         assert packed(embedder.embed_many(texts), dim) == packed(
             [embedder.embed_one(t) for t in texts], dim)
+
+
+def test_rows_are_independent_lists_of_floats_sharing_one_zero():
+    rng = random.Random(5)
+    texts = [random_text(rng) for _ in range(40)] + ASCII + SAMPLES
+    embedder = HashingEmbedder(384)
+    batch = embedder.embed_many(texts)
+    assert all(type(v) is list and len(v) == 384 for v in batch)
+    assert all(type(x) is float for v in batch for x in v)
+    assert len({id(x) for v in batch for x in v if x == 0.0}) == 1  # one shared zero
+    assert len({id(v) for v in batch}) == len(batch)
+    batch[0][0] = 5.0  # a caller may change one vector without changing another
+    assert all(v[0] != 5.0 for v in batch[1:])
