@@ -119,7 +119,7 @@ class HashingEmbedder:
         if empty.any():
             matrix[empty, 0] = 1.0
             norms[empty] = 1.0
-        return _as_lists(np, matrix / norms[:, None])
+        return _as_lists(np, matrix, norms)
 
     def embed_one(self, text: str) -> list[float]:
         """The vector of one text, token by token: the definition ``embed_many`` computes."""
@@ -147,18 +147,22 @@ class HashingEmbedder:
         return None
 
 
-def _as_lists(np: Any, matrix: Any) -> list[list[float]]:
-    """The rows of ``matrix`` as lists of floats, equal to ``matrix.tolist()``, but every zero
-    entry is one shared ``0.0`` object (a row of 384 holds some 50 other values, and a float
-    object per entry would be four times the memory of the list).
+def _as_lists(np: Any, matrix: Any, norms: Any) -> list[list[float]]:
+    """The rows of ``matrix`` divided by ``norms`` (one per row) as lists of floats, equal to
+    ``(matrix / norms[:, None]).tolist()``, but every zero entry is one shared ``0.0`` object
+    (a row of 384 holds some 50 other values, and a float object per entry would be four
+    times the memory of the list).
 
-    numpy builds them: an object array of zeros takes the non-zero entries as Python floats
-    (``copyto``, exact: float64 to float), and its ``tolist`` hands each row back as a list of
-    those objects. Setting the entries from Python (one call per entry) took twice as long.
+    numpy builds them: only the non-zero entries are divided (the same IEEE division), an
+    object array of zeros takes them as Python floats, and its ``tolist`` hands each row back
+    as a list of those objects. Setting the entries from Python (one call per entry) took
+    twice as long.
     """
-    objects = np.full(matrix.shape, 0.0, dtype=object)
-    np.copyto(objects, matrix, casting="unsafe", where=matrix != 0.0)
-    rows: list[list[float]] = objects.tolist()
+    flat = matrix.reshape(-1)
+    cells = np.flatnonzero(flat)
+    objects = np.full(flat.size, 0.0, dtype=object)
+    objects[cells] = flat[cells] / norms[cells // matrix.shape[1]]
+    rows: list[list[float]] = objects.reshape(matrix.shape).tolist()
     return rows
 
 
