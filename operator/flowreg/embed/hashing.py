@@ -14,10 +14,10 @@ into one byte array; numpy finds their words and runs the table-driven CRC-32 ov
 side by side, one byte position per step. Every adjacent pair follows without running its bytes
 again: the CRC of ``b"a b"`` continues the register of ``b"a"`` with a space and ``b"b"``'s
 bytes, which is ``b"b"``'s own register XOR a table lookup of how far the two starting
-registers differ (the CRC is linear, see ``_Tables``). Other texts, and words
-longer than ``LONG_WORD`` bytes, are hashed by ``zlib.crc32`` token by token. The hashes are
-counted into the batch's matrix with one ``numpy.bincount`` and normalised row by row; the
-rows are handed back as lists whose zeros are all one shared float object.
+registers differ (the CRC is linear, see ``_Tables``). Other texts, and words longer than
+``LONG_WORD`` bytes, are hashed by ``zlib.crc32`` token by token. The hashes are counted into
+the batch's matrix with one ``numpy.bincount``, its non-zero entries are divided by their row's
+norm, and the rows are handed back as lists whose zeros are all one shared float object.
 """
 
 from __future__ import annotations
