@@ -67,7 +67,7 @@ class _Tables:
             registers = self.crc[registers & 0xFF] ^ (registers >> 8)
         self.shift = shift.reshape(-1)
 
-    def zeros(self, np: Any, lengths: Any, registers: Any) -> Any:
+    def zeros(self, lengths: Any, registers: Any) -> Any:
         """The registers after ``lengths`` zero bytes each (every length at most
         ``LONG_WORD``)."""
         base = lengths * 1024
@@ -150,8 +150,8 @@ class HashingEmbedder:
 def _as_lists(np: Any, matrix: Any, norms: Any) -> list[list[float]]:
     """The rows of ``matrix`` divided by ``norms`` (one per row) as lists of floats, equal to
     ``(matrix / norms[:, None]).tolist()``, but every zero entry is one shared ``0.0`` object
-    (a row of 384 holds some 50 other values, and a float object per entry would be four
-    times the memory of the list).
+    (a row of 384 holds some 50 other values; a float object per entry would about triple the
+    memory of a vector a caller keeps).
 
     numpy builds them: only the non-zero entries are divided (the same IEEE division), an
     object array of zeros takes them as Python floats, and its ``tolist`` hands each row back
@@ -227,7 +227,7 @@ def _ascii_hashes(np: Any, tables: _Tables, texts: Sequence[str]) -> tuple[Any, 
     registers = words[first]
     registers = crc[(registers ^ 0x20) & 0xFF] ^ (registers >> 8)
     size = lengths[second]
-    pairs = words[second] ^ tables.zeros(np, np.minimum(size, LONG_WORD), ~registers)
+    pairs = words[second] ^ tables.zeros(np.minimum(size, LONG_WORD), ~registers)
     long = np.flatnonzero(size > LONG_WORD)  # beyond the shift tables: byte by byte
     if len(long):
         pairs[long] = _crc_registers(np, crc, data, starts[second[long]], size[long],
