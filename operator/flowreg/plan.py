@@ -128,16 +128,18 @@ def plan_sync(registry: DeclaredFlows, points: Snapshot | Iterable[StoredPoint],
     for flow in registry.flows:
         name = flow.name
         entry = first.get(name)
-        if entry is not None:
-            matched += 1
-            # The usual case, kept tight: one point, ours, current, where it belongs.
-            payload = entry[1]
-            if (payload.get("checksum") == flow.content_checksum
-                    and payload.get("owner") == owner and payload.get("embedder") == embedder
-                    and name not in multi
-                    and (not verify_ids or entry[0] == point_id(agent, name))):
-                skip(name)
-                continue
+        if entry is None:  # no point under this name: a create (a rename's is found below)
+            creates.append(Write(flow, point_id(agent, name), VectorSource.EMBED))
+            continue
+        matched += 1
+        # The usual case, kept tight: one point, ours, current, where it belongs.
+        payload = entry[1]
+        if (payload.get("checksum") == flow.content_checksum
+                and payload.get("owner") == owner and payload.get("embedder") == embedder
+                and name not in multi
+                and (not verify_ids or entry[0] == point_id(agent, name))):
+            skip(name)
+            continue
         existing = snapshot.named(name)
         other = next((p for p in existing if p.owner != owner), None)
         if other is not None:
@@ -182,7 +184,7 @@ def plan_sync(registry: DeclaredFlows, points: Snapshot | Iterable[StoredPoint],
     if any(w.vector is VectorSource.EMBED for w in (*creates, *updates)):
         donors = {p.text_checksum: p for p in snapshot
                   if p.owner == owner and p.embedder == embedder and p.text_checksum}
-        for writes in (creates, updates):
+        for writes in (creates, updates) if donors else ():
             for i, w in enumerate(writes):
                 donor = donors.get(w.flow.text_checksum)
                 if w.vector is VectorSource.EMBED and donor is not None:

@@ -11,11 +11,13 @@ vectorised computation here gives bit for bit the vectors of the token-by-token 
 
 A batch is computed at once. ASCII texts (lowercasing and ``\\w`` are then per byte) are joined
 into one byte array; numpy finds their words and runs the table-driven CRC-32 over all words
-side by side, one byte position per step, then over every adjacent pair (the CRC of ``b"a b"``
-continues the register of ``b"a"`` with a space and ``b"b"``'s bytes). Other texts, and words
-longer than ``LONG_WORD`` bytes, are hashed by ``zlib.crc32`` token by token. The hashes are
-counted into the batch's matrix with one ``numpy.bincount`` and normalised row by row; a row
-of mostly zeros is handed back as a copy of one list of zeros with its other entries set.
+side by side, one byte position per step. Every adjacent pair follows without running its bytes
+again: the CRC of ``b"a b"`` continues the register of ``b"a"`` with a space and ``b"b"``'s
+bytes, which is ``b"b"``'s own register XOR a table lookup of how far the two starting
+registers differ (the CRC is linear, see ``_Tables``). Other texts, and words longer than
+``LONG_WORD`` bytes, are hashed by ``zlib.crc32`` token by token. The hashes are counted into
+the batch's matrix with one ``numpy.bincount``, its non-zero entries are divided by their row's
+norm, and the rows are handed back as lists whose zeros are all one shared float object.
 """
 
 from __future__ import annotations
@@ -41,7 +43,15 @@ _SEPARATOR = "\n"
 
 
 class _Tables:
-    """The CRC-32 byte table and the ASCII word-character mask, built on first use."""
+    """The CRC-32 byte table, the ASCII word-character mask and the zero-byte shift tables,
+    built on first use.
+
+    ``shift`` holds, for every length ``n`` up to ``LONG_WORD`` and every byte ``k`` of a
+    register, what running ``n`` zero bytes makes of that byte alone (``(n * 4 + k) * 256 +
+    value``). A byte's step is linear in the register and in the byte (XOR), so running bytes
+    ``B`` from register ``r`` gives the register from ``s`` XOR ``zeros(len(B), r XOR s)``: the
+    XOR of the four entries of ``r XOR s``'s bytes.
+    """
 
     def __init__(self, np: Any) -> None:
         table = np.arange(256, dtype=np.uint32)
@@ -50,6 +60,21 @@ class _Tables:
         self.crc = table.astype(np.uint32)
         self.word = np.zeros(256, dtype=np.int8)
         self.word[np.frombuffer(_ASCII_WORD_BYTES, dtype=np.uint8)] = 1
+        shift = np.empty((LONG_WORD + 1, 4, 256), dtype=np.uint32)
+        registers = np.arange(256, dtype=np.uint32) << (8 * np.arange(4, dtype=np.uint32))[:, None]
+        for length in range(LONG_WORD + 1):
+            shift[length] = registers
+            registers = self.crc[registers & 0xFF] ^ (registers >> 8)
+        self.shift = shift.reshape(-1)
+
+    def zeros(self, lengths: Any, registers: Any) -> Any:
+        """The registers after ``lengths`` zero bytes each (every length at most
+        ``LONG_WORD``)."""
+        base = lengths * 1024
+        shift = self.shift
+        return (shift[base + (registers & 0xFF)] ^ shift[base + 256 + ((registers >> 8) & 0xFF)]
+                ^ shift[base + 512 + ((registers >> 16) & 0xFF)]
+                ^ shift[base + 768 + (registers >> 24)])
 
 
 _tables: _Tables | None = None
@@ -94,7 +119,7 @@ class HashingEmbedder:
         if empty.any():
             matrix[empty, 0] = 1.0
             norms[empty] = 1.0
-        return _as_lists(np, matrix / norms[:, None])
+        return _as_lists(np, matrix, norms)
 
     def embed_one(self, text: str) -> list[float]:
         """The vector of one text, token by token: the definition ``embed_many`` computes."""
@@ -122,23 +147,23 @@ class HashingEmbedder:
         return None
 
 
-def _as_lists(np: Any, matrix: Any) -> list[list[float]]:
-    """The rows of ``matrix`` as lists of floats (``tolist``), cheaper when most are zeros:
-    each row is a copy of one row of zeros with its non-zero entries set."""
-    rows, cols = np.nonzero(matrix)
-    if 2 * len(rows) > matrix.size:
-        dense: list[list[float]] = matrix.tolist()
-        return dense
-    values = matrix[rows, cols].tolist()
-    columns = cols.tolist()
-    bounds = np.searchsorted(rows, np.arange(matrix.shape[0] + 1)).tolist()
-    zeros = [0.0] * matrix.shape[1]
-    out: list[list[float]] = []
-    for start, end in itertools.pairwise(bounds):
-        row = zeros.copy()
-        any(map(row.__setitem__, columns[start:end], values[start:end]))  # sets, returns None
-        out.append(row)
-    return out
+def _as_lists(np: Any, matrix: Any, norms: Any) -> list[list[float]]:
+    """The rows of ``matrix`` divided by ``norms`` (one per row) as lists of floats, equal to
+    ``(matrix / norms[:, None]).tolist()``, but every zero entry is one shared ``0.0`` object
+    (a row of 384 holds some 50 other values; a float object per entry would about triple the
+    memory of a vector a caller keeps).
+
+    numpy builds them: only the non-zero entries are divided (the same IEEE division), an
+    object array of zeros takes them as Python floats, and its ``tolist`` hands each row back
+    as a list of those objects. Setting the entries from Python (one call per entry) took
+    twice as long.
+    """
+    flat = matrix.reshape(-1)
+    cells = np.flatnonzero(flat)
+    objects = np.full(flat.size, 0.0, dtype=object)
+    objects[cells] = flat[cells] / norms[cells // matrix.shape[1]]
+    rows: list[list[float]] = objects.reshape(matrix.shape).tolist()
+    return rows
 
 
 def _token_hashes(np: Any, tables: _Tables, texts: Sequence[str]) -> tuple[Any, Any]:
@@ -183,7 +208,8 @@ def _unicode_hashes(np: Any, texts: Sequence[str]) -> tuple[Any, Any]:
 
 def _ascii_hashes(np: Any, tables: _Tables, texts: Sequence[str]) -> tuple[Any, Any]:
     """``_token_hashes`` of ASCII texts, computed side by side over the joined bytes."""
-    data = np.frombuffer(_SEPARATOR.join(texts).lower().encode("ascii"), dtype=np.uint8)
+    # ASCII: bytes.lower is str.lower (A-Z only), and much faster.
+    data = np.frombuffer(_SEPARATOR.join(texts).encode("ascii").lower(), dtype=np.uint8)
     edges = np.diff(tables.word[data], prepend=np.int8(0), append=np.int8(0))
     starts = np.flatnonzero(edges == 1)
     lengths = np.flatnonzero(edges == -1) - starts
@@ -194,12 +220,18 @@ def _ascii_hashes(np: Any, tables: _Tables, texts: Sequence[str]) -> tuple[Any, 
     words = _crc_registers(np, crc, data, starts, lengths,
                            np.full(len(starts), 0xFFFFFFFF, dtype=np.uint32))
     # Pairs of adjacent words of one text: the first word's register, then a space, then
-    # the second word's bytes.
+    # the second word's bytes. The second word's own register ran those bytes from all ones:
+    # the pair's differs from it by the zero-byte shift of the difference of the two starts.
     first = np.flatnonzero(rows[1:] == rows[:-1])
     second = first + 1
     registers = words[first]
     registers = crc[(registers ^ 0x20) & 0xFF] ^ (registers >> 8)
-    pairs = _crc_registers(np, crc, data, starts[second], lengths[second], registers)
+    size = lengths[second]
+    pairs = words[second] ^ tables.zeros(np.minimum(size, LONG_WORD), ~registers)
+    long = np.flatnonzero(size > LONG_WORD)  # beyond the shift tables: byte by byte
+    if len(long):
+        pairs[long] = _crc_registers(np, crc, data, starts[second[long]], size[long],
+                                     registers[long])
     return np.concatenate([rows, rows[second]]), ~np.concatenate([words, pairs])
 
 
