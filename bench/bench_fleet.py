@@ -5,10 +5,10 @@
 
 Starts etcd + kube-apiserver (the binaries ``hack/testbin.sh`` builds), a Qdrant server (the
 binary ``hack/qdrant.sh`` builds; ``--store edge``: an embedded store in a directory instead),
-and ``flowreg run`` as a child process with the admin kubeconfig. The chart's finalizer policy is
-installed as the chart installs it on Kubernetes 1.36+ (the apiserver adds the operator's
-finalizer at creation; ``--no-finalizer-policy``: the operator adds it, one PATCH per registry),
-and the operator speaks gRPC to the Qdrant server as the chart configures it (``--rest``: REST).
+and ``flowreg run`` as a child process with the admin kubeconfig, speaking gRPC to the Qdrant
+server as the chart configures it (``--rest``: REST). ``--finalizer-policy`` installs the
+chart's opt-in finalizer policy (``finalizerPolicy.enabled``: the apiserver adds the operator's
+finalizer at creation; without it the operator adds it, one PATCH per registry).
 Then three phases:
 
 1. **Fleet**: ``--registries`` FlowRegistries of ``--flows`` flows each, one agent per
@@ -260,8 +260,8 @@ def main() -> None:
     parser.add_argument("--rest", action="store_true",
                         help="the operator speaks REST to the Qdrant server (default: gRPC, as "
                              "the chart configures it)")
-    parser.add_argument("--no-finalizer-policy", action="store_true",
-                        help="leave out the chart's finalizer policy (as on Kubernetes < 1.36)")
+    parser.add_argument("--finalizer-policy", action="store_true",
+                        help="install the chart's finalizer policy (finalizerPolicy.enabled)")
     parser.add_argument("--py-spy", type=Path, default=None,
                         help="record the operator with py-spy during phase 1 into this file")
     parser.add_argument("--apiserver-profile", type=Path, default=None,
@@ -305,7 +305,7 @@ def main() -> None:
         apply_file(api, REPO / "crds" / "flowregistry.yaml")
         client.CoreV1Api(api).create_namespace(
             client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
-        if not args.no_finalizer_policy:
+        if args.finalizer_policy:
             from tests.support import finalizer_policy
 
             finalizer_policy.install(api, plane.helm, "fleet", NAMESPACE)
@@ -315,7 +315,7 @@ def main() -> None:
         print(f"# fleet benchmark: {args.registries} registries x {args.flows} flows, "
               f"store={args.store}, interval={args.interval}, driftCheckSeconds="
               f"{args.drift_check}, concurrentSyncs={args.concurrent_syncs or 'default'}, "
-              f"finalizer policy {'no' if args.no_finalizer_policy else 'yes'}, "
+              f"finalizer policy {'yes' if args.finalizer_policy else 'no'}, "
               f"{'REST' if args.rest else 'gRPC'} to a Qdrant server, "
               f"cpus={os.cpu_count()}, load "
               f"{os.getloadavg()[0]:.1f}", flush=True)

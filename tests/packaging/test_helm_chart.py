@@ -206,11 +206,13 @@ def finalizer_policy(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[s
     return (policies[0], bindings[0]) if policies else None
 
 
-def test_the_apiserver_adds_the_operators_finalizer_where_it_serves_admission_policies(helm):
+def test_the_apiserver_adds_the_finalizer_when_enabled_where_it_serves_admission_policies(helm):
     from flowreg.controller.handlers import FINALIZER
 
-    assert finalizer_policy(render(helm)) is None, "rendered for a cluster without the API"
-    found = finalizer_policy(render(helm, "--api-versions", MAP_API))
+    enabled = ("--set", "finalizerPolicy.enabled=true")
+    assert finalizer_policy(render(helm, "--api-versions", MAP_API)) is None, "opt-in"
+    assert finalizer_policy(render(helm, *enabled)) is None, "rendered without the API"
+    found = finalizer_policy(render(helm, "--api-versions", MAP_API, *enabled))
     assert found is not None
     policy, binding = found
     [mutation] = policy["spec"]["mutations"]
@@ -221,12 +223,11 @@ def test_the_apiserver_adds_the_operators_finalizer_where_it_serves_admission_po
         ["flowreg.dev"], ["flowregistries"], ["CREATE"])
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert "matchResources" not in binding["spec"], "all namespaces are watched by default"
-    assert finalizer_policy(render(helm, "--api-versions", MAP_API,
-                                   "--set", "finalizerPolicy.enabled=false")) is None
 
 
 def test_the_finalizer_policy_binds_only_the_watched_namespaces(helm):
     found = finalizer_policy(render(helm, "--api-versions", MAP_API, "--set",
+                                    "finalizerPolicy.enabled=true", "--set",
                                     "watch.allNamespaces=false", "--set", "watch.namespaces={a,b}"))
     assert found is not None
     [expression] = found[1]["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]

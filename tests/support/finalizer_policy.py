@@ -23,13 +23,15 @@ MAP_API = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
 
 
 def render(helm: Path, release: str, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The policy and its binding as the chart renders them for a 1.36+ cluster; bound to
-    ``namespaces`` if any (``watch.namespaces``), else to every namespace."""
+    """The policy and its binding as the chart renders them for a 1.36+ cluster with
+    ``finalizerPolicy.enabled``; bound to ``namespaces`` if any (``watch.namespaces``), else to
+    every namespace."""
     watch = (["--set", "watch.allNamespaces=false",
               "--set", f"watch.namespaces={{{','.join(namespaces)}}}"] if namespaces else [])
     rendered = subprocess.run(
         [str(helm), "template", release, str(REPO / "helm" / "flowreg"), "--api-versions",
-         MAP_API, "--show-only", "templates/finalizer-policy.yaml", *watch],
+         MAP_API, "--show-only", "templates/finalizer-policy.yaml",
+         "--set", "finalizerPolicy.enabled=true", *watch],
         capture_output=True, text=True, check=True, timeout=120)
     return [d for d in yaml.safe_load_all(rendered.stdout) if d]
 
