@@ -1,7 +1,7 @@
 """The chart's RBAC is enough and no more: the operator, running with a token of the chart's
 ServiceAccount, reconciles and finalizes a FlowRegistry; calls outside the grant are refused.
-The chart's finalizer policy (Kubernetes 1.36+) has the apiserver add the finalizer at creation,
-in the watched namespaces only, so the operator never writes the object itself."""
+The chart's opt-in finalizer policy (Kubernetes 1.36+) has the apiserver add the finalizer at
+creation, in the watched namespaces only, so the operator never writes the object itself."""
 
 from __future__ import annotations
 
@@ -78,10 +78,18 @@ def sa_kubeconfig(chart_installed, control_plane, kube_api, tmp_path_factory):
         token, tmp_path_factory.mktemp("sa") / "kubeconfig", user="rel-flowreg")
 
 
+@pytest.mark.parametrize("by_policy", [False, True],
+                         ids=["operator-adds-the-finalizer", "apiserver-adds-the-finalizer"])
 def test_operator_with_the_charts_service_account_reconciles_and_finalizes(
-        sa_kubeconfig, kube_api, finalizer_policy, tmp_path):
-    namespace = WATCHED
+        sa_kubeconfig, kube_api, request, tmp_path, by_policy):
     core = client.CoreV1Api(kube_api)
+    if by_policy:
+        request.getfixturevalue("finalizer_policy")
+        namespace = WATCHED
+    else:
+        namespace = f"chart-e2e-{uuid.uuid4().hex[:8]}"
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+        request.addfinalizer(lambda: core.delete_namespace(namespace))
     agent = f"agent_{uuid.uuid4().hex[:8]}"
     crd = client.CustomObjectsApi(kube_api)
     with InProcessOperator(sa_kubeconfig, write_config(tmp_path / "c.yaml"), None) as op:
@@ -89,17 +97,20 @@ def test_operator_with_the_charts_service_account_reconciles_and_finalizes(
                                                       registry_doc(make_flows(4), name="rbac",
                                                                    agent=agent,
                                                                    namespace=namespace))
-        assert created["metadata"]["finalizers"] == [FINALIZER], "added by the apiserver"
+        assert created["metadata"].get("finalizers") == ([FINALIZER] if by_policy else None)
         obj = wait_for(kube_api, namespace, "rbac", ready_at_generation, timeout=60)
+        assert obj["metadata"]["finalizers"] == [FINALIZER]
         assert obj["status"]["lastSync"]["created"] == 4
         assert len(op.flows(agent)) == 4
         events = core.list_namespaced_event(namespace).items
         assert any(e.reason == "Synced" for e in events)
-        # the operator wrote the status only: nothing of the object itself (no finalizer PATCH)
+        # With the policy the operator writes the status only, nothing of the object itself
+        # (no finalizer PATCH); without it, it patched the finalizer in.
         creator = created["metadata"]["managedFields"][0]["manager"]
         writers = {(m["manager"], m.get("subresource", ""))
                    for m in obj["metadata"]["managedFields"]}
-        assert {m for m, sub in writers if sub == ""} == {creator}, writers
+        main = {m for m, sub in writers if sub == ""}
+        assert (main == {creator}) if by_policy else (len(main - {creator}) == 1), writers
         assert {sub for _, sub in writers} == {"", "status"}
         assert delete_and_wait_gone(kube_api, namespace, "rbac"), \
             "the finalizer did not run with the chart's permissions"
