@@ -181,24 +181,24 @@ class Others:
                          for name in sorted(now))
 
 
-def apiserver_requests(api: Any) -> Counter[str]:
-    """apiserver_request_total by ``VERB resource[/subresource]``, and the seconds the
-    apiserver spent answering them (``apiserver_request_duration_seconds``) under ``SECONDS``
-    followed by the same key."""
+def apiserver_requests(api: Any) -> tuple[Counter[str], Counter[str]]:
+    """(requests, seconds the apiserver spent answering them) by ``VERB resource[/subresource]``
+    (``apiserver_request_total``, ``apiserver_request_duration_seconds_sum``)."""
     method, url, headers, body, _ = api.param_serialize("GET", "/metrics",
                                                         auth_settings=["BearerToken"])
     response = api.call_api(method, url, header_params=headers, body=body)
     response.read()
     text = response.data.decode()
-    out: Counter[str] = Counter()
-    for metric, prefix, kind in (("apiserver_request_total", "", int),
-                                 ("apiserver_request_duration_seconds_sum", "SECONDS ", float)):
+    counts: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
+    for metric, into in (("apiserver_request_total", counts),
+                         ("apiserver_request_duration_seconds_sum", seconds)):
         for labels, value in samples(text, metric).items():
             d = dict(labels)
-            key = f"{prefix}{d.get('verb')} {d.get('resource')}" + (
+            key = f"{d.get('verb')} {d.get('resource')}" + (
                 f"/{d['subresource']}" if d.get("subresource") else "")
-            out[key] += kind(value)
-    return out
+            into[key] += value
+    return Counter({k: int(v) for k, v in counts.items()}), seconds
 
 
 def apiserver_profile(api: Any, into: Path, seconds: int) -> None:
@@ -322,8 +322,7 @@ def main() -> None:
 
         # --- phase 1: the fleet, created at once -----------------------------------------
         bodies = [registry(i, args.flows, args.interval) for i in range(args.registries)]
-        req0, (ops0, texts0, _) = apiserver_requests(api), \
-            operator.counters()
+        (req0, spent0), (ops0, texts0, _) = apiserver_requests(api), operator.counters()
         cpu0, others0 = operator.cpu_seconds(), others.cpu()
         bench_cpu0 = time.process_time()
         lock = threading.Lock()
@@ -387,15 +386,12 @@ def main() -> None:
         if ready != args.registries:
             raise SystemExit(f"only {ready} of {args.registries} Ready in {args.timeout} s")
         time.sleep(2)  # the last status patches and events land
-        req1, (ops1, texts1, syncs1) = apiserver_requests(api), \
-            operator.counters()
+        (req1, spent1), (ops1, texts1, syncs1) = apiserver_requests(api), operator.counters()
         requests = delta(req1, req0)
         requests["POST flowregistries"] -= args.registries  # ours
         requests["LIST flowregistries"] -= lists  # ours
-        answered = {k[len("SECONDS "):]: v for k, v in requests.items()
-                    if k.startswith("SECONDS ")}
-        requests = Counter({k: v for k, v in requests.items()
-                            if v > 0 and not k.startswith("SECONDS ")})
+        answered = delta(spent1, spent0)
+        requests = Counter({k: v for k, v in requests.items() if v > 0})
         ops = delta(ops1, ops0)
         n = args.registries
         print(f"fleet: {n} objects accepted in {created_in:.1f} s ({ready_then:.0f} synced by "
@@ -430,12 +426,12 @@ def main() -> None:
               + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(ops.items())) + ")")
 
         # --- phase 2: steady state (timers only: no interval is due) ----------------------
-        req2, (ops2, _, syncs2) = apiserver_requests(api), \
+        (req2, _), (ops2, _, syncs2) = apiserver_requests(api), \
             operator.counters()
         cpu2, others2 = operator.cpu_seconds(), others.cpu()
         time.sleep(args.steady_seconds)
         cpu3 = operator.cpu_seconds()
-        req3, (ops3, _, syncs3) = apiserver_requests(api), \
+        (req3, _), (ops3, _, syncs3) = apiserver_requests(api), \
             operator.counters()
         timer_cpu = (cpu3 - cpu2) / args.steady_seconds
         steady_requests = delta(req3, req2)
@@ -446,14 +442,12 @@ def main() -> None:
               f"{sum(steady_ops.values())} ({sum(steady_ops.values()) / n:.2f} per registry: "
               + ", ".join(f"{k} {v / n:.2f}" for k, v in sorted(steady_ops.items()))
               + f"), status patches {steady_requests['PATCH flowregistries/status']}, "
-              f"apiserver requests "
-              f"{sum(v for k, v in steady_requests.items() if not k.startswith('SECONDS '))}; "
-              f"CPU beside it: "
+              f"apiserver requests {sum(steady_requests.values())}; CPU beside it: "
               f"{others.since(others2)}")
 
         # --- phase 3: restart over the existing fleet ------------------------------------
         operator.stop()
-        req4 = apiserver_requests(api)
+        req4 = apiserver_requests(api)[0]
         restarted = time.monotonic()
         operator.start()  # a new process: its counters and CPU start from zero
         ops4: Counter[str] = Counter()
@@ -471,7 +465,7 @@ def main() -> None:
         resumed_in = time.monotonic() - restarted
         cpu5 = operator.cpu_seconds()
         time.sleep(2)
-        req5 = apiserver_requests(api)
+        req5 = apiserver_requests(api)[0]
         restart_ops = delta(ops5, ops4)
         restart_requests = delta(req5, req4)
         first = next((t for t, s in timeline if s > 0), resumed_in)
