@@ -76,6 +76,16 @@ class Endpoint:
     grpc_port: int | None = None
 
 
+ADDRESS_IN_USE = "Address already in use"
+PORT_TRIES = 3
+"""Starts with new ports when another process took a chosen one first (``PortTaken``)."""
+
+
+class PortTaken(RuntimeError):
+    """Another process bound one of the server's ports between its choice and the server's
+    own bind (the server then runs without it, and never answers)."""
+
+
 class QdrantServer:
     """One Qdrant server process with its own storage, on ``host`` (127.0.0.1 by default)."""
 
@@ -91,12 +101,34 @@ class QdrantServer:
         self.api_key = secrets.token_hex(16)
         self.http_port, self.grpc_port = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._served = False
+        """Whether it has answered on its ports once (a restart keeps them: clients hold them)."""
+        self._log_start = 0
 
     @property
     def endpoint(self) -> Endpoint:
         return Endpoint(f"http://{self.host}:{self.http_port}", self.api_key, self.grpc_port)
 
     def start(self, timeout: float = STARTUP_BUDGET) -> QdrantServer:
+        """Start the process; return once it answers. At its first start, a port another
+        process took meanwhile (a free port is only free when it is chosen) is replaced by a
+        new one, ``PORT_TRIES`` times in all; at a restart that raises ``PortTaken``."""
+        attempt = 1
+        while True:
+            self._spawn()
+            try:
+                self._wait_ready(timeout)
+            except PortTaken:
+                self.stop()
+                if self._served or attempt == PORT_TRIES:
+                    raise
+                self.http_port, self.grpc_port = free_port(), free_port()
+                attempt += 1
+                continue
+            self._served = True
+            return self
+
+    def _spawn(self) -> None:
         env = {**os.environ,
                "QDRANT__SERVICE__HOST": self.host,
                "QDRANT__SERVICE__HTTP_PORT": str(self.http_port),
@@ -108,12 +140,11 @@ class QdrantServer:
                "QDRANT__LOG_LEVEL": "WARN",
                **self.extra_env}
         log = (self.work / "qdrant.log").open("ab")
+        self._log_start = log.tell()
         self.proc = subprocess.Popen([str(self.binary), *self.args], cwd=self.work, env=env,
                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      preexec_fn=die_with_parent)
         log.close()
-        self._wait_ready(timeout)
-        return self
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.proc is not None
@@ -127,9 +158,16 @@ class QdrantServer:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
-                pass
+                if ADDRESS_IN_USE in self._this_run_log():
+                    raise PortTaken(f"a port of qdrant was taken: {self.log()}") from None
             time.sleep(0.05)
         raise TimeoutError(f"qdrant not ready within {timeout} s: {self.log()}")
+
+    def _this_run_log(self) -> str:
+        """What the process started last has logged so far."""
+        with (self.work / "qdrant.log").open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
 
     def log(self) -> str:
         path = self.work / "qdrant.log"
