@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.support.qdrant_cluster import QdrantCluster
 from tests.support.qdrant_server import PortTaken, QdrantServer, server_binary
 
 
@@ -47,3 +48,20 @@ def test_a_restart_on_a_taken_port_fails_at_once(taken_port_server):
         with pytest.raises(PortTaken):
             server.start(timeout=60)
         assert time.monotonic() - started < 30
+
+
+def test_a_cluster_whose_p2p_port_was_taken_starts_again_on_new_ports():
+    binary = server_binary()
+    if binary is None:
+        pytest.skip("no Qdrant server built")
+    cluster = QdrantCluster(binary)
+    taken = cluster.p2p_ports[1]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        try:
+            cluster.start()
+            assert taken not in cluster.p2p_ports
+            assert len(cluster.get(0, "/cluster")["peers"]) == 3
+        finally:
+            cluster.remove()

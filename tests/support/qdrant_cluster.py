@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.processes import free_port
-from tests.support.qdrant_server import STARTUP_BUDGET, Endpoint, QdrantServer, server_binary
+from tests.support.qdrant_server import (
+    PORT_TRIES,
+    STARTUP_BUDGET,
+    Endpoint,
+    PortTaken,
+    QdrantServer,
+    server_binary,
+)
 
 PEERS = 3
 CONSENSUS_BUDGET = 120.0
@@ -39,14 +46,20 @@ class QdrantCluster:
 
     def __init__(self, binary: Path, peers: int = PEERS, *,
                  env: dict[str, str] | None = None) -> None:
+        self.binary, self.peers, self.env = binary, peers, dict(env or {})
         self.nodes: list[QdrantServer] = []
         self.p2p_ports: list[int] = []
         self.startup_seconds = IDLE_STARTUP
-        for _ in range(peers):
-            node = QdrantServer(binary)
+        self._make_nodes()
+
+    def _make_nodes(self) -> None:
+        """New peers, with new storage and new free ports."""
+        self.nodes, self.p2p_ports = [], []
+        for _ in range(self.peers):
+            node = QdrantServer(self.binary)
             port = free_port()
             node.extra_env = {"QDRANT__CLUSTER__ENABLED": "true",
-                              "QDRANT__CLUSTER__P2P__PORT": str(port), **(env or {})}
+                              "QDRANT__CLUSTER__P2P__PORT": str(port), **self.env}
             node.args = ["--uri", f"http://127.0.0.1:{port}"]
             self.nodes.append(node)
             self.p2p_ports.append(port)
@@ -67,10 +80,25 @@ class QdrantCluster:
         return max(1.0, self.startup_seconds / IDLE_STARTUP)
 
     def start(self, timeout: float = CONSENSUS_BUDGET) -> QdrantCluster:
+        """Start the peers one at a time (each joins through the first) and wait for
+        consensus. A peer's port (its p2p one included) taken by another process meanwhile
+        starts the whole cluster again on new ports and new storage (``PORT_TRIES`` in all): a
+        peer that half-joined must not stay in the consensus."""
         started = time.monotonic()
         deadline = started + timeout
-        for node in self.nodes:  # one at a time: each joins through the first
-            node.start(max(1.0, min(STARTUP_BUDGET, deadline - time.monotonic())))
+        attempt = 1
+        while True:
+            try:
+                for node in self.nodes:
+                    node.start(max(1.0, min(STARTUP_BUDGET, deadline - time.monotonic())))
+            except PortTaken:
+                if attempt == PORT_TRIES:
+                    raise
+                self.remove()
+                self._make_nodes()
+                attempt += 1
+                continue
+            break
         self.wait_consensus(max(1.0, deadline - time.monotonic()))
         self.startup_seconds = time.monotonic() - started
         return self
