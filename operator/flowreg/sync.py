@@ -47,7 +47,7 @@ from flowreg.store import (
 )
 from flowreg.store.base import PAYLOAD_VERSION, StoreStats, counting
 from flowreg.store.digest import digest_payload, registry_digest, stored_digest
-from flowreg.store.settings import CollectionSettings
+from flowreg.store.settings import GRPC_PORT, CollectionSettings
 
 DEFAULT_BATCH_SIZE = 100
 MIN_LOOKAHEAD = 2
@@ -135,7 +135,7 @@ class SyncEngine:
                                timeout=config.timeout, page_size=config.page_size,
                                lock_timeout=config.lock_timeout, settings=config.settings,
                                prefer_grpc=config.grpc_port is not None,
-                               grpc_port=config.grpc_port or 6334)
+                               grpc_port=config.grpc_port or GRPC_PORT)
             owned.push_async_callback(store.close)
             history = None
             if config.history is not None:

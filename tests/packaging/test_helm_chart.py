@@ -13,6 +13,7 @@ import yaml
 
 from tests.support.builders import REPO
 from tests.support.controlplane import find_testbin
+from tests.support.finalizer_policy import MAP_API
 
 CHART = REPO / "helm" / "flowreg"
 HA_VALUES = REPO / "tests" / "data" / "values-ha.yaml"
@@ -194,9 +195,6 @@ def test_cluster_settings_reach_the_operator_config_and_are_checked(helm):
     result = run_helm(helm, "template", "rel", str(CHART),
                       "--set", "stores.default.cluster.shards=0")
     assert result.returncode != 0 and "shards" in result.stderr
-
-
-MAP_API = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
 
 
 def finalizer_policy(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:

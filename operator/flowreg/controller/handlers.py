@@ -8,8 +8,8 @@
 * periodic re-syncs at ``spec.interval`` (a digest comparison; a deep check when due) and
   retries after transient failures come from the queue's one timer, not from kopf: kopf
   keeps no timer, task or copy of the object per registry;
-* delete: a finalizer (``FINALIZER``; on Kubernetes 1.36+ the chart has the apiserver add it
-  at creation, so a new registry is synced at its first event, without a PATCH adding it);
+* delete: a finalizer (``FINALIZER``; kopf patches it in before a new registry's first sync,
+  unless the chart's opt-in finalizer policy had the apiserver add it at creation);
   ``deletionPolicy: Delete`` removes the registry's points, ``Orphan`` leaves them.
 
 kopf compares each object with its last handled essence to tell a change from a status write.
@@ -47,7 +47,7 @@ log = logging.getLogger("flowreg.controller")
 PREFIX = GROUP
 FINALIZER = f"{PREFIX}/finalizer"
 """The finalizer that holds a deleted registry until its points are removed (or orphaned). The
-chart's MutatingAdmissionPolicy adds it at creation; kopf adds it where that policy is absent."""
+chart's opt-in MutatingAdmissionPolicy adds it at creation; kopf adds it where it is absent."""
 DEFAULT_PEERING_LIFETIME = 60
 CONSISTENCY_TIMEOUT = 60.0
 ESSENCE_METADATA = frozenset(("labels", "annotations"))

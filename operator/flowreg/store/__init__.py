@@ -29,7 +29,7 @@ from flowreg.store.base import (
     flow_of,
     payload_of,
 )
-from flowreg.store.settings import CollectionLayout, CollectionSettings
+from flowreg.store.settings import GRPC_PORT, CollectionLayout, CollectionSettings
 
 __all__ = [
     "CONTENT_FIELDS", "DEFAULT_COLLECTION", "DEFAULT_LOCATION", "INDEXED_FIELDS",
@@ -51,7 +51,7 @@ def open_store(location: str | StoreLocation = DEFAULT_LOCATION,
                collection: str = DEFAULT_COLLECTION, *,
                api_key: str | None = None, timeout: float = 30.0,
                page_size: int | None = None, prefer_grpc: bool = False,
-               grpc_port: int = 6334, lock_timeout: float | None = None,
+               grpc_port: int = GRPC_PORT, lock_timeout: float | None = None,
                settings: CollectionSettings | None = None) -> FlowStore:
     """The store at ``location`` (a directory, an ``http(s)://`` URL or ``:memory:``; see
     ``flowreg.location``).

@@ -34,6 +34,7 @@ from flowreg.store.base import (
 from flowreg.store.settings import (
     CLUSTER_READ_CONSISTENCY,
     CLUSTER_WRITE_ORDERING,
+    GRPC_PORT,
     TENANT_FIELD,
     CollectionLayout,
     CollectionSettings,
@@ -73,7 +74,7 @@ class ClientStore(FlowStore):
     @classmethod
     def connect(cls, url: str, collection: str, *, api_key: str | None = None,
                 timeout: float = 30.0, page_size: int | None = None,
-                prefer_grpc: bool = False, grpc_port: int = 6334,
+                prefer_grpc: bool = False, grpc_port: int = GRPC_PORT,
                 settings: CollectionSettings | None = None) -> ClientStore:
         """A Qdrant server at ``url``; the API key is ``api_key`` or else ``$QDRANT_API_KEY``."""
         key = api_key if api_key is not None else os.environ.get("QDRANT_API_KEY")

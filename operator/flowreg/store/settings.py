@@ -16,6 +16,8 @@ from typing import Any
 
 from flowreg.errors import InvalidSpec, Problem
 
+GRPC_PORT = 6334
+"""The port a Qdrant server serves gRPC on unless configured otherwise (its chart's too)."""
 READ_CONSISTENCIES = ("all", "majority", "quorum")
 WRITE_ORDERINGS = ("weak", "medium", "strong")
 CLUSTER_READ_CONSISTENCY = "majority"
