@@ -9,6 +9,8 @@ and ``flowreg run`` as a child process with the admin kubeconfig, speaking gRPC 
 server as the chart configures it (``--rest``: REST). ``--finalizer-policy`` installs the
 chart's opt-in finalizer policy (``finalizerPolicy.enabled``: the apiserver adds the operator's
 finalizer at creation; without it the operator adds it, one PATCH per registry).
+``--global-index``: the collection gets Qdrant's search graph over all points (``globalIndex``)
+instead of a graph per agent, flowreg's default.
 Then three phases:
 
 1. **Fleet**: ``--registries`` FlowRegistries of ``--flows`` flows each, one agent per
@@ -260,6 +262,9 @@ def main() -> None:
     parser.add_argument("--rest", action="store_true",
                         help="the operator speaks REST to the Qdrant server (default: gRPC, as "
                              "the chart configures it)")
+    parser.add_argument("--global-index", action="store_true",
+                        help="the collection gets Qdrant's search graph over all points "
+                             "(globalIndex; default: a graph per agent)")
     parser.add_argument("--finalizer-policy", action="store_true",
                         help="install the chart's finalizer policy (finalizerPolicy.enabled)")
     parser.add_argument("--py-spy", type=Path, default=None,
@@ -293,6 +298,8 @@ def main() -> None:
             store = {"location": location, "apiKeyEnv": "QDRANT_API_KEY"}
             if not args.rest:
                 store["grpcPort"] = qdrant.endpoint.grpc_port
+            if args.global_index:
+                store["cluster"] = {"globalIndex": True}
         else:
             store = {"location": str(work / "store")}
         cfg = work / "operator.yaml"
@@ -316,6 +323,7 @@ def main() -> None:
               f"store={args.store}, interval={args.interval}, driftCheckSeconds="
               f"{args.drift_check}, concurrentSyncs={args.concurrent_syncs or 'default'}, "
               f"finalizer policy {'yes' if args.finalizer_policy else 'no'}, "
+              f"{'global search graph' if args.global_index else 'graphs per agent'}, "
               f"{'REST' if args.rest else 'gRPC'} to a Qdrant server, "
               f"cpus={os.cpu_count()}, load "
               f"{os.getloadavg()[0]:.1f}", flush=True)

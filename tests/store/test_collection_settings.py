@@ -32,7 +32,8 @@ from tests.support.stores import drop
 
 def layout(**changes) -> CollectionLayout:
     fields = {"collection": "flows", "shards": 3, "replication_factor": 2,
-              "write_consistency_factor": 1, "tenant_index": True, "cluster": True, "peers": 3,
+              "write_consistency_factor": 1, "tenant_index": True, "global_index": False,
+              "cluster": True, "peers": 3,
               "read_consistency": "majority", "write_ordering": "medium", **changes}
     return CollectionLayout(**fields)
 
@@ -46,6 +47,8 @@ def layout(**changes) -> CollectionLayout:
     ({"replicationFactor": 2, "writeConsistencyFactor": 3},
      "writeConsistencyFactor 3 is larger than .*replicationFactor 2"),
     ({"replicas": 2}, "unknown setting.* replicas"),
+    ({"globalIndex": "yes"}, "globalIndex must be true or false, not 'yes'"),
+    ({"globalIndex": 1}, "globalIndex must be true or false, not 1"),
 ])
 def test_bad_settings_are_refused_naming_the_setting(data, message):
     with pytest.raises(InvalidSpec, match=message):
@@ -54,10 +57,10 @@ def test_bad_settings_are_refused_naming_the_setting(data, message):
 
 def test_settings_parse_from_configuration_keys():
     settings = settings_from({"shards": 3, "replicationFactor": 2, "readConsistency": "2",
-                              "writeOrdering": "strong"})
-    assert settings == CollectionSettings(3, 2, None, 2, "strong")
+                              "writeOrdering": "strong", "globalIndex": True})
+    assert settings == CollectionSettings(3, 2, None, 2, "strong", True)
     assert settings.to_dict() == {"shards": 3, "replicationFactor": 2, "readConsistency": 2,
-                                  "writeOrdering": "strong"}
+                                  "writeOrdering": "strong", "globalIndex": True}
 
 
 def test_more_replicas_than_peers_names_both_numbers_and_the_collection():
@@ -75,6 +78,9 @@ def test_a_mismatched_collection_is_a_warning_per_setting_and_the_tenant_index_s
     [rf] = layout_warnings(layout(replication_factor=1), CollectionSettings(replication_factor=2))
     assert "replicationFactor 1, the configuration asks for 2" in rf
     assert "uses the collection as it is" in rf
+    [graph] = layout_warnings(layout(), CollectionSettings(global_index=True))
+    assert "globalIndex false, the configuration asks for true" in graph
+    assert layout_warnings(layout(global_index=True), CollectionSettings(global_index=True)) == []
     [tenant] = layout_warnings(layout(tenant_index=False), CollectionSettings())
     assert "no tenant index on agent_id" in tenant
     assert '"is_tenant": true' in tenant and "PUT /collections/flows/index" in tenant
@@ -129,10 +135,45 @@ async def test_a_server_collection_gets_the_tenant_index_and_is_reported_without
         engine = SyncEngine(store, HashingEmbedder())
         first = await engine.apply(DeclaredFlows("a", "ns/r", (Flow("f", "Do f."),)))
         assert first.collection is not None and first.collection["tenantIndex"] is True
+        assert first.collection["globalIndex"] is False
         assert first.collection["cluster"] is False and first.warnings == []
         again = await engine.apply(DeclaredFlows("a", "ns/r", (Flow("f", "Do f."),)))
         assert again.collection == first.collection and again.warnings == []
     finally:
+        await drop(store)
+
+
+@server_only
+@pytest.mark.parametrize("global_index", [None, True])
+async def test_a_new_collection_has_a_graph_per_agent_unless_a_global_index_is_asked_for(
+        global_index):
+    """Every flowreg search is one agent's: by default Qdrant builds no graph over the whole
+    collection (``m: 0``), only one per agent (``payload_m``); searches still find each agent's
+    own flows first."""
+    endpoint = session_server()
+    settings = CollectionSettings(global_index=global_index)
+    store = open_store(endpoint.url, f"t_{uuid.uuid4().hex[:12]}", api_key=endpoint.api_key,
+                       settings=settings)
+    client = AsyncQdrantClient(url=endpoint.url, api_key=endpoint.api_key,
+                               check_compatibility=False)
+    try:
+        engine = SyncEngine(store, HashingEmbedder())
+        for agent in ("a", "b"):
+            await engine.apply(DeclaredFlows(agent, f"ns/{agent}", (
+                Flow("refund", "Refund a customer's order."),
+                Flow("weather", "Tell the weather forecast for a city."))))
+        hnsw = (await client.get_collection(store.collection)).config.hnsw_config
+        if global_index:
+            assert (hnsw.m, hnsw.payload_m) == (16, None)
+        else:
+            assert (hnsw.m, hnsw.payload_m) == (0, 16)
+        hits = await engine.query("b", "weather forecast for a city", limit=5)
+        assert [h.payload["name"] for h in hits][:1] == ["weather"]
+        assert {h.payload["agent_id"] for h in hits} == {"b"}
+        layout = await store.layout()
+        assert layout is not None and layout.global_index is bool(global_index)
+    finally:
+        await client.close()
         await drop(store)
 
 

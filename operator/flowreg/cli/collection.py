@@ -41,6 +41,9 @@ def add_collection_flags(p: argparse.ArgumentParser) -> None:
                             "[default: majority on a cluster]")
     group.add_argument("--write-ordering", choices=WRITE_ORDERINGS, default=None,
                        help="[default: medium on a cluster]")
+    group.add_argument("--global-index", action=argparse.BooleanOptionalAction, default=None,
+                       help="build Qdrant's graph over all of a new collection's points, for "
+                            "searches across agents [default: a graph per agent only]")
 
 
 def settings_of(args: argparse.Namespace) -> CollectionSettings | None:
@@ -51,7 +54,8 @@ def settings_of(args: argparse.Namespace) -> CollectionSettings | None:
             "replicationFactor": getattr(args, "replication_factor", None),
             "writeConsistencyFactor": getattr(args, "write_consistency_factor", None),
             "readConsistency": getattr(args, "read_consistency", None),
-            "writeOrdering": getattr(args, "write_ordering", None)}
+            "writeOrdering": getattr(args, "write_ordering", None),
+            "globalIndex": getattr(args, "global_index", None)}
     given = {key: value for key, value in data.items() if value is not None}
     return settings_from(given, "--") if given else None
 

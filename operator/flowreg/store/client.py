@@ -36,6 +36,7 @@ from flowreg.store.settings import (
     CLUSTER_WRITE_ORDERING,
     GRPC_PORT,
     TENANT_FIELD,
+    TENANT_GRAPH_M,
     CollectionLayout,
     CollectionSettings,
     check_peers,
@@ -121,6 +122,8 @@ class ClientStore(FlowStore):
         await self.client.create_collection(
             self.collection,
             vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+            hnsw_config=None if s.global_index else models.HnswConfigDiff(
+                m=0, payload_m=TENANT_GRAPH_M),
             shard_number=s.shards, replication_factor=s.replication_factor,
             write_consistency_factor=s.write_consistency_factor)
         for name in INDEXED_FIELDS:
@@ -181,11 +184,12 @@ class ClientStore(FlowStore):
         params = info.config.params
         index = (info.payload_schema or {}).get(TENANT_FIELD)
         tenant = bool(index is not None and getattr(index.params, "is_tenant", False))
+        global_index = bool(info.config.hnsw_config.m)
         read = (await self._read()).get("consistency")
         ordering = self._ordering().get("ordering")
         return CollectionLayout(
             self.collection, int(params.shard_number or 1), int(params.replication_factor or 1),
-            int(params.write_consistency_factor or 1), tenant, cluster, peers,
+            int(params.write_consistency_factor or 1), tenant, global_index, cluster, peers,
             read.value if isinstance(read, models.ReadConsistencyType) else read,
             ordering.value if ordering is not None else None)
 

@@ -1,11 +1,11 @@
 """Collection settings for a Qdrant server or cluster, and what an existing collection has.
 
-``CollectionSettings`` is configured once (operator store config, CLI flags, Python API) and
-applied only when flowreg creates the collection: shards, replication factor and write
-consistency factor are the collection's; read consistency and write ordering are asked of every
-read and write. A collection that exists is used as it is: ``CollectionLayout`` is what it
-has, and ``layout_warnings`` says where it differs from the configuration (a warning, never a
-change).
+``CollectionSettings`` is configured once (operator store config, CLI flags, Python API).
+Shards, replication factor, write consistency factor and the global index are the
+collection's, applied only when flowreg creates it; read consistency and write ordering are
+asked of every read and write. A collection that exists is used as it is:
+``CollectionLayout`` is what it has, and ``layout_warnings`` says where it differs from the
+configuration (a warning, never a change).
 """
 
 from __future__ import annotations
@@ -28,10 +28,14 @@ CLUSTER_WRITE_ORDERING = "medium"
 ``strong`` fails every write while the shard's first replica is down; ``medium`` orders writes
 through a leader elected among the live replicas)."""
 TENANT_FIELD = "agent_id"
+TENANT_GRAPH_M = 16
+"""Links per point of the graph Qdrant builds for each agent's flows (``hnsw_config.payload_m``)
+in a collection without a global index; Qdrant's default ``m``."""
 
 KEYS = {"shards": "shards", "replicationFactor": "replication_factor",
         "writeConsistencyFactor": "write_consistency_factor",
-        "readConsistency": "read_consistency", "writeOrdering": "write_ordering"}
+        "readConsistency": "read_consistency", "writeOrdering": "write_ordering",
+        "globalIndex": "global_index"}
 """Configuration keys (operator config, Helm values, Python mappings) and their fields."""
 
 
@@ -42,6 +46,10 @@ class CollectionSettings:
     ``CLUSTER_WRITE_ORDERING``).
 
     ``read_consistency`` is ``all``, ``majority``, ``quorum`` or a number of replicas.
+    ``global_index``: whether a new collection gets Qdrant's graph over all its points
+    (``hnsw_config.m``). Unset or false: a graph per agent only (``m: 0``, ``payload_m``), as
+    every search flowreg makes is one agent's; Qdrant then builds no graph over the whole
+    collection as it grows. True: for searches across agents made outside flowreg.
     """
 
     shards: int | None = None
@@ -49,6 +57,7 @@ class CollectionSettings:
     write_consistency_factor: int | None = None
     read_consistency: str | int | None = None
     write_ordering: str | None = None
+    global_index: bool | None = None
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -93,6 +102,11 @@ def _problems(values: Mapping[str, Any], where: str) -> list[Problem]:
         value = values.get(name)
         if value is None or name in ("read_consistency", "write_ordering"):
             continue
+        if name == "global_index":
+            if type(value) is not bool:
+                found.append(Problem(f"{where}{key} must be true or false, not {value!r}",
+                                     field=f"{where}{key}"))
+            continue
         if type(value) is not int or value < 1:
             found.append(Problem(f"{where}{key} must be a whole number of at least 1, "
                                  f"not {value!r}", field=f"{where}{key}"))
@@ -124,6 +138,8 @@ class CollectionLayout:
     write_consistency_factor: int
     tenant_index: bool
     """Whether ``agent_id`` is indexed as Qdrant's tenant key (``is_tenant``)."""
+    global_index: bool
+    """Whether Qdrant builds a graph over all the collection's points (``hnsw_config.m`` > 0)."""
     cluster: bool
     peers: int
     read_consistency: str | int | None
@@ -133,7 +149,8 @@ class CollectionLayout:
         return {"collection": self.collection, "shards": self.shards,
                 "replicationFactor": self.replication_factor,
                 "writeConsistencyFactor": self.write_consistency_factor,
-                "tenantIndex": self.tenant_index, "cluster": self.cluster, "peers": self.peers,
+                "tenantIndex": self.tenant_index, "globalIndex": self.global_index,
+                "cluster": self.cluster, "peers": self.peers,
                 "readConsistency": self.read_consistency, "writeOrdering": self.write_ordering}
 
 
@@ -149,6 +166,11 @@ def layout_warnings(layout: CollectionLayout, settings: CollectionSettings) -> l
             warnings.append(f"collection {name!r} has {key} {held}, the configuration asks for "
                             f"{wanted}; flowreg uses the collection as it is (change it in "
                             "Qdrant, or the configuration, to silence this)")
+    if settings.global_index is not None and settings.global_index != layout.global_index:
+        warnings.append(f"collection {name!r} has globalIndex {str(layout.global_index).lower()}"
+                        f", the configuration asks for {str(settings.global_index).lower()}; "
+                        "flowreg uses the collection as it is (change hnsw_config.m in Qdrant, "
+                        "or the configuration, to silence this)")
     if not layout.tenant_index:
         warnings.append(
             f"collection {name!r} has no tenant index on {TENANT_FIELD} (is_tenant); flowreg "
