@@ -186,15 +186,18 @@ def test_cluster_settings_reach_the_operator_config_and_are_checked(helm):
 
     docs = render(helm, "--set", "stores.default.cluster.shards=3",
                   "--set", "stores.default.cluster.replicationFactor=2",
-                  "--set-string", "stores.default.cluster.readConsistency=majority")
+                  "--set-string", "stores.default.cluster.readConsistency=majority",
+                  "--set", "stores.default.cluster.globalIndex=true")
     [cm] = of_kind(docs, "ConfigMap")
     store = parse_config(yaml.safe_load(cm["data"]["config.yaml"])).store("default")
     assert store.cluster is not None
     assert store.cluster.to_dict() == {"shards": 3, "replicationFactor": 2,
-                                       "readConsistency": "majority"}
-    result = run_helm(helm, "template", "rel", str(CHART),
-                      "--set", "stores.default.cluster.shards=0")
-    assert result.returncode != 0 and "shards" in result.stderr
+                                       "readConsistency": "majority", "globalIndex": True}
+    for bad, name in (("shards=0", "shards"), ("globalIndex=yes", "globalIndex")):
+        result = run_helm(helm, "template", "rel", str(CHART),
+                          "--set-string" if name == "globalIndex" else "--set",
+                          f"stores.default.cluster.{bad}")
+        assert result.returncode != 0 and name in result.stderr
 
 
 def finalizer_policy(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]] | None:

@@ -109,10 +109,10 @@ def test_cli_flags_are_checked_before_anything_is_opened(tmp_path, capsys):
         main(["apply", "-f", str(EXAMPLE), "--store", "http://127.0.0.1:9", "--shards", "0"])
     assert exited.value.code == 2
     assert "--shards: must be an integer from 1 to 100000, not '0'" in capsys.readouterr().err
-    code = main(["apply", "-f", str(EXAMPLE), "--store", str(store),
-                 "--replication-factor", "2"])
-    assert code == 3 and not store.exists()
-    assert "apply only to a Qdrant server" in capsys.readouterr().err
+    for flag in ("--replication-factor=2", "--global-index", "--no-global-index"):
+        code = main(["apply", "-f", str(EXAMPLE), "--store", str(store), flag])
+        assert code == 3 and not store.exists()
+        assert "apply only to a Qdrant server" in capsys.readouterr().err
 
 
 def test_the_python_api_takes_settings_as_a_mapping_and_checks_them():
