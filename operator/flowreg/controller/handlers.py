@@ -155,8 +155,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if not isinstance(config, OperatorConfig):
         raise kopf.PermanentError("the operator was started without a configuration in memo")
     metrics = Metrics.default()
-    reconciler = Reconciler(config, KubeSink(connections=config.concurrent_syncs), metrics)
-    queue = SyncQueue(reconciler, workers=SMALL_SHARE * config.concurrent_syncs,
+    workers = SMALL_SHARE * config.concurrent_syncs
+    # A connection per sync that may write at once: none waits for another's to be free.
+    reconciler = Reconciler(config, KubeSink(connections=workers), metrics)
+    queue = SyncQueue(reconciler, workers=workers,
                       large=config.concurrent_syncs,
                       tick=config.drift_check_seconds, paused=lambda: metrics.standing_by)
     memo["reconciler"], memo["queue"], memo["essences"] = reconciler, queue, essences

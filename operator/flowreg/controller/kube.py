@@ -2,8 +2,9 @@
 
 One login serves kopf and the status writer alike: the pod's ServiceAccount when in a cluster,
 else the kubeconfig (``$KUBECONFIG`` or ``~/.kube/config``), both read by kopf's own public
-login helpers. The status writer speaks plain HTTPS (httpx), so the image carries no Kubernetes
-client library; a 401 re-reads the credentials once (ServiceAccount tokens are rotated on disk).
+login helpers. The status writer speaks plain HTTPS (aiohttp, which kopf speaks too), so the
+image carries no Kubernetes client library; a 401 re-reads the credentials once
+(ServiceAccount tokens are rotated on disk).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 import kopf
 
 from flowreg.schema import GROUP, KIND, PLURAL, VERSION
@@ -54,46 +56,66 @@ def login(settings: kopf.OperatorSettings | None = None) -> kopf.ConnectionInfo:
     return info
 
 
+class WriteFailed(Exception):
+    """The API server refused a write (after the tries ``KubeSink`` makes)."""
+
+    def __init__(self, method: str, path: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {path}: {status} {body[:500]}")
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """An API server's response, read in full."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: str
+
+
 class KubeSink:
     """Writes status through the ``/status`` subresource (merge patch) and posts Events, from
     any task (it needs nothing of kopf's per-handler context).
 
-    It speaks HTTP/2 (as every API server does): the concurrent syncs' writes share one
-    connection instead of each taking one from a pool (a fleet's first sync costs the operator
-    less CPU: no pool to search at every request). It holds at most ``connections``
-    connections, and a patch waits for a free one as long as it may take itself. A patch that
-    fails in transport, times out or is answered 429 or 5xx is tried again (``ATTEMPTS`` in
-    all, backing off from ``RETRY_DELAY``); the last failure is raised. An ended connection
-    (over HTTP/2 also the answer to a rejected token) or a 401 logs in again.
+    It holds at most ``connections`` keep-alive HTTPS connections (aiohttp: the least client
+    CPU per request of the clients at hand, and no pool to search); a write waits for a free one
+    as long as it may take itself. A write that fails in transport, times out or is answered
+    429 or 5xx is tried again (``ATTEMPTS`` in all, backing off from ``RETRY_DELAY``); the last
+    failure is raised. A 401 logs in again, once per write.
     """
 
     def __init__(self, credentials: Callable[[], kopf.ConnectionInfo] = login, *,
-                 connections: int = 8) -> None:
+                 connections: int = 8,
+                 trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
         self._credentials = credentials
         self.connections = connections
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the client's (one per loop)
+        self.trace_configs = list(trace_configs)  # aiohttp's hooks (connections opened, ...)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the session's (one per loop)
 
-    def _connect(self) -> httpx.AsyncClient:
+    def _connect(self) -> aiohttp.ClientSession:
         info = self._credentials()
         if not info.server:
             raise kopf.LoginError("the credentials name no API server")
-        return httpx.AsyncClient(
-            base_url=info.server.rstrip("/"), verify=info.as_ssl_context(),
-            headers=info.as_http_headers(), timeout=STATUS_TIMEOUT, http2=True,
-            limits=httpx.Limits(max_connections=self.connections,
-                                max_keepalive_connections=self.connections))
+        return aiohttp.ClientSession(
+            base_url=info.server.rstrip("/") + "/", headers=info.as_http_headers(),
+            timeout=aiohttp.ClientTimeout(total=STATUS_TIMEOUT),
+            connector=aiohttp.TCPConnector(ssl=info.as_ssl_context(), limit=self.connections),
+            trace_configs=self.trace_configs or None)
 
     async def patch_status(self, body: Mapping[str, Any], status: dict[str, Any]) -> None:
+        """Merge ``status`` into ``body``'s status; ``WriteFailed`` if the server refuses it
+        (a registry gone meanwhile is logged, not raised)."""
         meta = body.get("metadata") or {}
         ns, name = quote(meta["namespace"], safe=""), quote(meta["name"], safe="")
-        response = await self._send(
-            "PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name}/status",
-            {"status": status}, "application/merge-patch+json")
-        if response.status_code == 404:
+        path = f"apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}/{name}/status"
+        answer = await self._send("PATCH", path, {"status": status},
+                                  "application/merge-patch+json")
+        if answer.status == 404:
             log.info("%s/%s is gone; status not written", meta["namespace"], meta["name"])
             return
-        response.raise_for_status()
+        if answer.status >= 400:
+            raise WriteFailed("PATCH", path, answer.status, answer.body)
 
     async def event(self, body: Mapping[str, Any], type_: str, reason: str,
                     message: str) -> None:
@@ -112,66 +134,63 @@ class KubeSink:
                                "uid": meta.get("uid")},
             "firstTimestamp": now, "lastTimestamp": now, "eventTime": now,
         }
+        path = f"api/v1/namespaces/{quote(namespace, safe='')}/events"
         try:
-            response = await self._send(
-                "POST", f"/api/v1/namespaces/{quote(namespace, safe='')}/events", event,
-                "application/json")
-            response.raise_for_status()
-        except (httpx.HTTPError, kopf.LoginError) as exc:
+            answer = await self._send("POST", path, event, "application/json")
+            if answer.status >= 400:
+                raise WriteFailed("POST", path, answer.status, answer.body)
+        except (WriteFailed, aiohttp.ClientError, asyncio.TimeoutError, kopf.LoginError) as exc:
             log.warning("event %s about %s/%s not posted: %s", reason, namespace,
-                        meta.get("name"), exc)
+                        meta.get("name"), exc or type(exc).__name__)
 
     async def _send(self, method: str, path: str, payload: Mapping[str, Any],
-                    content_type: str) -> httpx.Response:
+                    content_type: str) -> Answer:
         """One request, tried again on a transport failure, a timeout, 429 or 5xx, and once
-        more after logging in again on 401; the last response (or failure) is the answer."""
+        more after logging in again on 401; the last answer (or failure) is the result."""
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        headers = {"Content-Type": content_type}
         relogged = False
         attempt = 0
         while True:
             attempt += 1
             loop = asyncio.get_running_loop()
-            if self._client is None or self._loop is not loop:
-                self._client, self._loop = self._connect(), loop
-            client = self._client  # this try's: replaced at most once for all writes on it
+            if self._session is None or self._loop is not loop:
+                self._session, self._loop = self._connect(), loop
+            session = self._session  # this try's: replaced at most once for all writes on it
             try:
-                response = await client.request(
-                    method, path, json=payload, headers={"Content-Type": content_type})
-            except httpx.TransportError as exc:  # incl. timeouts, a pool without a free slot
+                async with session.request(method, path, data=data, headers=headers) as response:
+                    answer = Answer(response.status, response.headers, await response.text())
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 if attempt >= ATTEMPTS:
                     raise
                 log.info("%s %s failed (%s); trying again", method, path, type(exc).__name__)
-                if isinstance(exc, httpx.RemoteProtocolError):
-                    # the server ended the connection; over HTTP/2 that is also how the API
-                    # server answers a rejected token (GOAWAY, possibly before the 401)
-                    await self._replace(client)
                 await asyncio.sleep(RETRY_DELAY * 2 ** (attempt - 1))
                 continue
-            if response.status_code == 401 and not relogged:
+            if answer.status == 401 and not relogged:
                 relogged = True
-                await self._replace(client)  # rotated token: log in again, once
+                await self._replace(session)  # rotated token: log in again, once
                 continue
-            if (response.status_code == 429 or response.status_code >= 500) \
-                    and attempt < ATTEMPTS:
-                await asyncio.sleep(_retry_after(response) or RETRY_DELAY * 2 ** (attempt - 1))
+            if (answer.status == 429 or answer.status >= 500) and attempt < ATTEMPTS:
+                await asyncio.sleep(_retry_after(answer) or RETRY_DELAY * 2 ** (attempt - 1))
                 continue
-            return response
+            return answer
 
-    async def _replace(self, client: httpx.AsyncClient) -> None:
-        """Log in again at the next request, unless a write that used ``client`` as well has
-        already had it replaced (the writes in flight on it end and try again on the new one)."""
-        if self._client is client:
-            self._client = None
-            await client.aclose()
+    async def _replace(self, session: aiohttp.ClientSession) -> None:
+        """Log in again at the next request, unless a write that used ``session`` as well has
+        already had it replaced (the writes in flight on it finish on it)."""
+        if self._session is session:
+            self._session = None
+            await session.close()
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(answer: Answer) -> float | None:
     """The server's ``Retry-After`` in seconds (at most 10), if it sent a number."""
     try:
-        return min(float(response.headers.get("retry-after", "")), 10.0)
+        return min(float(answer.headers.get("retry-after", "")), 10.0)
     except ValueError:
         return None

@@ -106,7 +106,7 @@ def run(*, config_path: str | None, namespaces: Sequence[str], all_namespaces: b
     secrets_filter = RedactSecrets([s.api_key for s in config.stores.values() if s.api_key])
     for handler in logging.getLogger().handlers:
         handler.addFilter(secrets_filter)
-    # One line per request of the status writer would be two per sync: its failures are said.
+    # httpx (Qdrant's REST client) logs a line per request; failures are said by flowreg.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     log = logging.getLogger("flowreg")
     for line in store_lines(config):
