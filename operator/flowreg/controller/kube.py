@@ -141,7 +141,7 @@ class KubeSink:
                 raise WriteFailed("POST", path, answer.status, answer.body)
         except (WriteFailed, aiohttp.ClientError, asyncio.TimeoutError, kopf.LoginError) as exc:
             log.warning("event %s about %s/%s not posted: %s", reason, namespace,
-                        meta.get("name"), exc or type(exc).__name__)
+                        meta.get("name"), str(exc) or type(exc).__name__)
 
     async def _send(self, method: str, path: str, payload: Mapping[str, Any],
                     content_type: str) -> Answer:
@@ -177,7 +177,8 @@ class KubeSink:
 
     async def _replace(self, session: aiohttp.ClientSession) -> None:
         """Log in again at the next request, unless a write that used ``session`` as well has
-        already had it replaced (the writes in flight on it finish on it)."""
+        already had it replaced (the writes in flight on it fail in transport and are tried
+        again on the new one)."""
         if self._session is session:
             self._session = None
             await session.close()
