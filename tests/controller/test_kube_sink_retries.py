@@ -4,6 +4,7 @@ connection cut), each on cue. The writer against the real apiserver: tests/e2e."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -71,14 +72,26 @@ def logins(url: str, tokens: list[str]) -> tuple[Callable[[], kopf.ConnectionInf
     return credentials, given
 
 
+@contextlib.asynccontextmanager
+async def opened(url: str, tokens: list[str] | None = None,
+                 given: list[str] | None = None) -> AsyncIterator[KubeSink]:
+    """A status writer logging in to ``url`` with ``tokens`` in turn (each login's token
+    appended to ``given``), closed afterwards."""
+    credentials, logged = logins(url, tokens or ["t"])
+    sink = KubeSink(credentials)
+    try:
+        yield sink
+    finally:
+        await sink.close()
+        if given is not None:
+            given.extend(logged)
+
+
 async def test_busy_and_failing_answers_are_tried_again_until_one_lands(server):
     fake, url = server
     fake.answers = [status(429, **{"Retry-After": "0"}), status(503), cut, status(200)]
-    sink = KubeSink(logins(url, ["t"])[0])
-    try:
+    async with opened(url) as sink:
         await sink.patch_status(BODY, {"flowCount": 3})
-    finally:
-        await sink.close()
     assert [(m, p) for m, p, _, _ in fake.seen] == [("PATCH", STATUS_PATH)] * 4
     assert all(body == b'{"status":{"flowCount":3}}' for *_, body in fake.seen)
 
@@ -86,58 +99,44 @@ async def test_busy_and_failing_answers_are_tried_again_until_one_lands(server):
 async def test_a_write_that_keeps_failing_raises_after_its_tries_naming_the_answer(server):
     fake, url = server
     fake.answers = [status(500)]
-    sink = KubeSink(logins(url, ["t"])[0])
-    try:
+    async with opened(url) as sink:
         with pytest.raises(WriteFailed, match=r"PATCH .*/reg/status: 500") as failed:
             await sink.patch_status(BODY, {"flowCount": 3})
-    finally:
-        await sink.close()
     assert failed.value.status == 500 and len(fake.seen) == kube.ATTEMPTS
 
 
 async def test_a_refused_write_is_not_tried_again(server):
     fake, url = server
     fake.answers = [status(422)]
-    sink = KubeSink(logins(url, ["t"])[0])
-    try:
+    async with opened(url) as sink:
         with pytest.raises(WriteFailed, match="422"):
             await sink.patch_status(BODY, {"flowCount": -1})
-    finally:
-        await sink.close()
     assert len(fake.seen) == 1
 
 
 async def test_a_rejected_token_logs_in_again_once_and_keeps_the_new_login(server):
     fake, url = server
     fake.answers = [status(401), status(200)]
-    credentials, given = logins(url, ["old", "new"])
-    sink = KubeSink(credentials)
-    try:
+    given: list[str] = []
+    async with opened(url, ["old", "new"], given) as sink:
         await sink.patch_status(BODY, {"flowCount": 1})
         await sink.patch_status(BODY, {"flowCount": 2})
-    finally:
-        await sink.close()
     assert given == ["old", "new"]
     assert [auth for _, _, auth, _ in fake.seen] == ["Bearer old", "Bearer new", "Bearer new"]
     fake.answers, fake.seen = [status(401)], []
-    sink = KubeSink(logins(url, ["a", "b"])[0])
-    try:  # a token refused after the new login too: said, not a loop
+    # a token refused after the new login too: said, not a loop
+    async with opened(url, ["a", "b"]) as sink:
         with pytest.raises(WriteFailed, match="401"):
             await sink.patch_status(BODY, {"flowCount": 1})
-    finally:
-        await sink.close()
     assert len(fake.seen) == 2
 
 
 async def test_an_event_that_cannot_be_posted_is_logged_not_raised(server, caplog):
     fake, url = server
     fake.answers = [status(403)]
-    sink = KubeSink(logins(url, ["t"])[0])
-    try:
+    async with opened(url) as sink:
         with caplog.at_level(logging.WARNING, logger="flowreg.controller"):
             await sink.event(BODY, "Normal", "Synced", "3 flow(s) in sync")
-    finally:
-        await sink.close()
     [(method, path, _, _)] = fake.seen
     assert (method, path) == ("POST", "/api/v1/namespaces/ns/events")
     assert any("event Synced about ns/reg not posted" in r.getMessage() and "403" in
@@ -147,10 +146,7 @@ async def test_an_event_that_cannot_be_posted_is_logged_not_raised(server, caplo
 async def test_a_gone_registry_is_logged_not_raised(server, caplog):
     fake, url = server
     fake.answers = [status(404)]
-    sink = KubeSink(logins(url, ["t"])[0])
-    try:
+    async with opened(url) as sink:
         with caplog.at_level(logging.INFO, logger="flowreg.controller"):
             await sink.patch_status(BODY, {"flowCount": 1})
-    finally:
-        await sink.close()
     assert any("ns/reg is gone" in r.getMessage() for r in caplog.records)
