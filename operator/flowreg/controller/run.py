@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import kopf
 
+from flowreg.collector import tune_for_service
 from flowreg.controller.config import ConfigError, load_config, missing_keys, store_lines
 from flowreg.controller.handlers import DEFAULT_PEERING_LIFETIME, operator_memo, register
 from flowreg.controller.metrics import Metrics, serve
@@ -116,6 +117,7 @@ def run(*, config_path: str | None, namespaces: Sequence[str], all_namespaces: b
 
     if peering is not None:
         watch_standby(Metrics.default())
+    tune_for_service()
     kopf.run(
         registry=register(kopf.OperatorRegistry(), config),
         memo=operator_memo(
