@@ -96,18 +96,25 @@ def settings_from(data: Mapping[str, Any] | None, where: str = "") -> Collection
     return CollectionSettings(**values)
 
 
+LAYOUT_FIELDS = {"shards": "shards", "replicationFactor": "replication_factor",
+                 "writeConsistencyFactor": "write_consistency_factor",
+                 "globalIndex": "global_index"}
+"""The settings a collection keeps from its creation, by configuration key (a field of both
+``CollectionSettings`` and ``CollectionLayout``): configured ones that differ from an existing
+collection are warnings."""
+
+
 def _problems(values: Mapping[str, Any], where: str) -> list[Problem]:
     found: list[Problem] = []
-    for key, name in KEYS.items():
+    for key, name in LAYOUT_FIELDS.items():
         value = values.get(name)
-        if value is None or name in ("read_consistency", "write_ordering"):
+        if value is None:
             continue
         if name == "global_index":
             if type(value) is not bool:
                 found.append(Problem(f"{where}{key} must be true or false, not {value!r}",
                                      field=f"{where}{key}"))
-            continue
-        if type(value) is not int or value < 1:
+        elif type(value) is not int or value < 1:
             found.append(Problem(f"{where}{key} must be a whole number of at least 1, "
                                  f"not {value!r}", field=f"{where}{key}"))
     rc = values.get("read_consistency")
@@ -159,18 +166,12 @@ def layout_warnings(layout: CollectionLayout, settings: CollectionSettings) -> l
     collection whose ``agent_id`` index is not the tenant key. flowreg uses it as it is."""
     warnings: list[str] = []
     name = layout.collection
-    for key, field_name in (("shards", "shards"), ("replicationFactor", "replication_factor"),
-                            ("writeConsistencyFactor", "write_consistency_factor")):
+    for key, field_name in LAYOUT_FIELDS.items():
         wanted, held = getattr(settings, field_name), getattr(layout, field_name)
         if wanted is not None and wanted != held:
-            warnings.append(f"collection {name!r} has {key} {held}, the configuration asks for "
-                            f"{wanted}; flowreg uses the collection as it is (change it in "
-                            "Qdrant, or the configuration, to silence this)")
-    if settings.global_index is not None and settings.global_index != layout.global_index:
-        warnings.append(f"collection {name!r} has globalIndex {str(layout.global_index).lower()}"
-                        f", the configuration asks for {str(settings.global_index).lower()}; "
-                        "flowreg uses the collection as it is (change hnsw_config.m in Qdrant, "
-                        "or the configuration, to silence this)")
+            warnings.append(f"collection {name!r} has {key} {_shown(held)}, the configuration "
+                            f"asks for {_shown(wanted)}; flowreg uses the collection as it is "
+                            "(change it in Qdrant, or the configuration, to silence this)")
     if not layout.tenant_index:
         warnings.append(
             f"collection {name!r} has no tenant index on {TENANT_FIELD} (is_tenant); flowreg "
@@ -191,3 +192,8 @@ def check_peers(collection: str, settings: CollectionSettings, peers: int,
             f"replicationFactor {rf} is larger than the number of peers, {peers}: collection "
             f"{collection!r} not created (a shard cannot have more replicas than there are "
             f"peers; Qdrant has {on})")
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as the configuration writes it (YAML: ``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
