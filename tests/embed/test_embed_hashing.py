@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowreg.embed import HashingEmbedder
-from flowreg.embed.hashing import LONG_WORD
+from flowreg.embed.hashing import LONG_WORD, TABLE_COUNTS
 
 SAMPLES = ["", "Tell the user the current balance.\nWhat's my balance?",
            "ÄÖÜ straße ǅ İstanbul ﬁx — 東京 タワー", "a " * 5000, "!!! ??? ...", "x"]
@@ -87,6 +87,18 @@ def test_long_words_and_their_pairs_equal_the_definition():
         embedder = HashingEmbedder(dim)
         assert packed(embedder.embed_many(texts), dim) == packed(
             [embedder.embed_one(t) for t in texts], dim)
+
+
+def test_counts_either_side_of_the_value_table_equal_the_definition():
+    # A word repeated more than TABLE_COUNTS times in one text is divided on its own; the
+    # other texts of its batch still take their values from the table.
+    texts = ["ok " * TABLE_COUNTS, "ok " * (TABLE_COUNTS + 1), "no " * (3 * TABLE_COUNTS),
+             "Tell the user the balance.", "", "x " * TABLE_COUNTS + "y " * (TABLE_COUNTS + 5)]
+    for dim in (8, 384):
+        embedder = HashingEmbedder(dim)
+        for batch in (texts, texts[:1], texts[1:2], texts[3:]):
+            assert packed(embedder.embed_many(batch), dim) == packed(
+                [embedder.embed_one(t) for t in batch], dim)
 
 
 def test_rows_are_independent_lists_of_floats_sharing_one_zero():
