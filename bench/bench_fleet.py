@@ -282,6 +282,7 @@ def main() -> None:
     from tests.support.controlplane import ControlPlane, apply_file, find_testbin
 
     work = Path(tempfile.mkdtemp(prefix="flowreg-fleet-"))
+    keep = False
     plane = ControlPlane(find_testbin()).start()
     qdrant = None
     operator: Operator | None = None
@@ -504,12 +505,18 @@ def main() -> None:
               f"{100 * extrapolated:.2f} % of one core; Qdrant calls per registry per interval "
               f"= {calls_per_resync:.2f} (deep checks aside: one per registry per "
               "deepCheckInterval)")
+    except BaseException:
+        keep = True
+        print(f"fleet: the operator's log and configuration are kept in {work}", file=sys.stderr)
+        raise
     finally:
         if operator is not None:
             operator.stop()
         if qdrant is not None:
             qdrant.remove()
         plane.stop()
+        if not keep:  # an embedded store takes tens of MB
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -50,12 +51,16 @@ def run_one(system: str, n: int, embedder: str, url: str | None, store: str,
 
         location = tempfile.mkdtemp(prefix=f"bench-{system}-")
     runner = RUNNERS[system]
-    if system == "langchain":
-        phases = runner(n, embedder, url, location)
-    elif system in ("flowreg", "edge"):
-        phases = asyncio.run(runner(n, embedder, url, location, page_sizes, repeat))
-    else:
-        phases = asyncio.run(runner(n, embedder, url, location))
+    try:
+        if system == "langchain":
+            phases = runner(n, embedder, url, location)
+        elif system in ("flowreg", "edge"):
+            phases = asyncio.run(runner(n, embedder, url, location, page_sizes, repeat))
+        else:
+            phases = asyncio.run(runner(n, embedder, url, location))
+    finally:
+        if store == "path":  # a store of 50,000 flows takes some 160 MB
+            shutil.rmtree(location, ignore_errors=True)
     rss = phases[0].get("rss_mib") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"system": system, "n": n, "phases": phases, "rss_mib": rss}
 

@@ -60,6 +60,10 @@ async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
                    page_sizes: Sequence[int] = (), repeat: int = 5) -> list[dict[str, Any]]:
     if location == ":memory:":
         location = tempfile.mkdtemp(prefix="bench-edge-")
+        try:
+            return await run_edge(n, embedder_kind, url, location, page_sizes, repeat)
+        finally:
+            shutil.rmtree(location, ignore_errors=True)
     store = open_store(location)
     counts = store.stats.calls
     emb = CountingEmbedder(make_embedder(embedder_kind, url))

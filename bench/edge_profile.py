@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import tempfile
 import time
@@ -104,7 +105,8 @@ async def profiled_apply(n: int) -> tuple[float, float, Timer]:
     import flowreg.sync as sync_module
 
     timer = Timer()
-    store = open_store(tempfile.mkdtemp(prefix="bench-edge-profile-"))
+    location = tempfile.mkdtemp(prefix="bench-edge-profile-")
+    store = open_store(location)
     engine = SyncEngine(store, CountingEmbedder(make_embedder("hashing", None)))
     store._q = _Edge(store._q, timer)  # type: ignore[attr-defined]
     create = store._create  # type: ignore[attr-defined]
@@ -130,12 +132,14 @@ async def profiled_apply(n: int) -> tuple[float, float, Timer]:
     finally:
         sync_module.registry_digest, sync_module.payload_of, edge_module.pack = originals
         await store.close()
+        shutil.rmtree(location, ignore_errors=True)
     return (sum(timer.wall.values()), sum(timer.cpu.values()), timer)
 
 
 async def plain_apply(n: int) -> tuple[float, float]:
     """One first apply of ``n`` flows into a new store, nothing wrapped: (wall, CPU)."""
-    store = open_store(tempfile.mkdtemp(prefix="bench-edge-profile-"))
+    location = tempfile.mkdtemp(prefix="bench-edge-profile-")
+    store = open_store(location)
     engine = SyncEngine(store, CountingEmbedder(make_embedder("hashing", None)))
     registry = make_registry(n)
     try:
@@ -144,6 +148,7 @@ async def plain_apply(n: int) -> tuple[float, float]:
         return time.perf_counter() - wall, time.process_time() - cpu
     finally:
         await store.close()
+        shutil.rmtree(location, ignore_errors=True)
 
 
 def floors(n: int) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
@@ -163,8 +168,8 @@ def floors(n: int) -> tuple[tuple[float, float], tuple[float, float], tuple[floa
     results = []
     building = [0.0, 0.0]
     for built_inside in (False, True):
-        shard = q.EdgeShard.create(tempfile.mkdtemp(prefix="bench-edge-floor-") + "/floor",
-                                   config)
+        location = tempfile.mkdtemp(prefix="bench-edge-floor-")
+        shard = q.EdgeShard.create(location + "/floor", config)
         payloads = [pack(p) for p in raw] if built_inside else raw
         points = None if built_inside else [
             q.Point(i, v, p) for i, v, p in zip(ids, vectors, payloads, strict=True)]
@@ -183,6 +188,7 @@ def floors(n: int) -> tuple[tuple[float, float], tuple[float, float], tuple[floa
             shard.update(q.UpdateOperation.upsert_points(batch))
         results.append((time.perf_counter() - wall, time.process_time() - cpu))
         shard.close()
+        shutil.rmtree(location, ignore_errors=True)
     return results[0], results[1], (building[0], building[1])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ def applies(cp: ControlPlane, n: int, work: Path) -> tuple[bool, int, int, str]:
 
 def main() -> None:
     cp = ControlPlane(find_testbin()).start()
+    work: Path | None = None
     try:
         kube_api = None
         from kubernetes import config
@@ -83,6 +85,8 @@ def main() -> None:
               f"{stored / 1024:.0f} KiB with managedFields")
     finally:
         cp.stop()
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -80,6 +81,7 @@ class FluxControllers:
     def __exit__(self, *exc: object) -> None:
         for proc in self.procs.values():
             stop_group(proc)
+        shutil.rmtree(self.work, ignore_errors=True)
 
     def log(self, name: str, tail: int = 4000) -> str:
         path = self.work / f"{name}.log"
