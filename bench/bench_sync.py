@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,6 +37,7 @@ def run_one(system: str, n: int, embedder: str, url: str | None, store: str,
     from bench.systems import RUNNERS
 
     location = ":memory:"
+    scratch: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if store == "server":
         location = os.environ["FLOWREG_BENCH_QDRANT_URL"]
         from qdrant_client import QdrantClient
@@ -49,18 +50,18 @@ def run_one(system: str, n: int, embedder: str, url: str | None, store: str,
     elif store == "path":
         import tempfile
 
-        location = tempfile.mkdtemp(prefix=f"bench-{system}-")
+        # Removed with the store when the run ends (50,000 flows take some 160 MB).
+        scratch = tempfile.TemporaryDirectory(prefix=f"bench-{system}-",
+                                              ignore_cleanup_errors=True)
+        location = scratch.name
     runner = RUNNERS[system]
-    try:
+    with scratch:
         if system == "langchain":
             phases = runner(n, embedder, url, location)
         elif system in ("flowreg", "edge"):
             phases = asyncio.run(runner(n, embedder, url, location, page_sizes, repeat))
         else:
             phases = asyncio.run(runner(n, embedder, url, location))
-    finally:
-        if store == "path":  # a store of 50,000 flows takes some 160 MB
-            shutil.rmtree(location, ignore_errors=True)
     rss = phases[0].get("rss_mib") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"system": system, "n": n, "phases": phases, "rss_mib": rss}
 

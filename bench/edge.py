@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import json
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,12 @@ REGISTRIES = 5
 
 async def several_registries(n: int) -> list[dict[str, Any]]:
     """No-op re-applies in fresh processes of ``n`` flows held by ``REGISTRIES`` registries."""
-    location = tempfile.mkdtemp(prefix="bench-edge-several-")
+    with tempfile.TemporaryDirectory(prefix="bench-edge-several-",
+                                     ignore_cleanup_errors=True) as location:
+        return await _several_registries(n, location)
+
+
+async def _several_registries(n: int, location: str) -> list[dict[str, Any]]:
     store = open_store(location)
     engine = SyncEngine(store, make_embedder("hashing", None))
     for registry in split_registry(make_registry(n), REGISTRIES):
@@ -52,18 +56,15 @@ async def several_registries(n: int) -> list[dict[str, Any]]:
         results.append({"phase": f"no-op, {what} (new process)", "wall": out["wall"],
                         "emb_calls": 0, "emb_texts": 0, "q_calls": 0, "q_writes": 0,
                         "rss_mib": out["rss_mib"]})
-    shutil.rmtree(location, ignore_errors=True)
     return results
 
 
 async def run_edge(n: int, embedder_kind: str, url: str | None, location: str,
                    page_sizes: Sequence[int] = (), repeat: int = 5) -> list[dict[str, Any]]:
-    if location == ":memory:":
-        location = tempfile.mkdtemp(prefix="bench-edge-")
-        try:
+    if location == ":memory:":  # a directory of its own, removed at the end
+        with tempfile.TemporaryDirectory(prefix="bench-edge-",
+                                         ignore_cleanup_errors=True) as location:
             return await run_edge(n, embedder_kind, url, location, page_sizes, repeat)
-        finally:
-            shutil.rmtree(location, ignore_errors=True)
     store = open_store(location)
     counts = store.stats.calls
     emb = CountingEmbedder(make_embedder(embedder_kind, url))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import tempfile
 import time
@@ -101,12 +100,16 @@ class _Shard:
 
 async def profiled_apply(n: int) -> tuple[float, float, Timer]:
     """One first apply of ``n`` flows into a new store: (wall, CPU, parts)."""
+    timer = Timer()
+    with tempfile.TemporaryDirectory(prefix="bench-edge-profile-",
+                                     ignore_cleanup_errors=True) as location:
+        return await _profiled_apply(n, open_store(location), timer)
+
+
+async def _profiled_apply(n: int, store: Any, timer: Timer) -> tuple[float, float, Timer]:
     import flowreg.store.edge as edge_module
     import flowreg.sync as sync_module
 
-    timer = Timer()
-    location = tempfile.mkdtemp(prefix="bench-edge-profile-")
-    store = open_store(location)
     engine = SyncEngine(store, CountingEmbedder(make_embedder("hashing", None)))
     store._q = _Edge(store._q, timer)  # type: ignore[attr-defined]
     create = store._create  # type: ignore[attr-defined]
@@ -132,23 +135,22 @@ async def profiled_apply(n: int) -> tuple[float, float, Timer]:
     finally:
         sync_module.registry_digest, sync_module.payload_of, edge_module.pack = originals
         await store.close()
-        shutil.rmtree(location, ignore_errors=True)
     return (sum(timer.wall.values()), sum(timer.cpu.values()), timer)
 
 
 async def plain_apply(n: int) -> tuple[float, float]:
     """One first apply of ``n`` flows into a new store, nothing wrapped: (wall, CPU)."""
-    location = tempfile.mkdtemp(prefix="bench-edge-profile-")
-    store = open_store(location)
-    engine = SyncEngine(store, CountingEmbedder(make_embedder("hashing", None)))
     registry = make_registry(n)
-    try:
-        wall, cpu = time.perf_counter(), time.process_time()
-        await engine.apply(registry)
-        return time.perf_counter() - wall, time.process_time() - cpu
-    finally:
-        await store.close()
-        shutil.rmtree(location, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="bench-edge-profile-",
+                                     ignore_cleanup_errors=True) as location:
+        store = open_store(location)
+        engine = SyncEngine(store, CountingEmbedder(make_embedder("hashing", None)))
+        try:
+            wall, cpu = time.perf_counter(), time.process_time()
+            await engine.apply(registry)
+            return time.perf_counter() - wall, time.process_time() - cpu
+        finally:
+            await store.close()
 
 
 def floors(n: int) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
@@ -168,27 +170,27 @@ def floors(n: int) -> tuple[tuple[float, float], tuple[float, float], tuple[floa
     results = []
     building = [0.0, 0.0]
     for built_inside in (False, True):
-        location = tempfile.mkdtemp(prefix="bench-edge-floor-")
-        shard = q.EdgeShard.create(location + "/floor", config)
-        payloads = [pack(p) for p in raw] if built_inside else raw
-        points = None if built_inside else [
-            q.Point(i, v, p) for i, v, p in zip(ids, vectors, payloads, strict=True)]
-        wall, cpu = time.perf_counter(), time.process_time()
-        for start in range(0, n, 100):
-            if points is not None:
-                batch = points[start:start + 100]
-            else:
-                build = time.perf_counter(), time.process_time()
-                batch = [q.Point(i, v, p) for i, v, p in zip(ids[start:start + 100],
-                                                             vectors[start:start + 100],
-                                                             payloads[start:start + 100],
-                                                             strict=True)]
-                building[0] += time.perf_counter() - build[0]
-                building[1] += time.process_time() - build[1]
-            shard.update(q.UpdateOperation.upsert_points(batch))
-        results.append((time.perf_counter() - wall, time.process_time() - cpu))
-        shard.close()
-        shutil.rmtree(location, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="bench-edge-floor-",
+                                         ignore_cleanup_errors=True) as location:
+            shard = q.EdgeShard.create(location + "/floor", config)
+            payloads = [pack(p) for p in raw] if built_inside else raw
+            points = None if built_inside else [
+                q.Point(i, v, p) for i, v, p in zip(ids, vectors, payloads, strict=True)]
+            wall, cpu = time.perf_counter(), time.process_time()
+            for start in range(0, n, 100):
+                if points is not None:
+                    batch = points[start:start + 100]
+                else:
+                    build = time.perf_counter(), time.process_time()
+                    batch = [q.Point(i, v, p) for i, v, p in zip(ids[start:start + 100],
+                                                                 vectors[start:start + 100],
+                                                                 payloads[start:start + 100],
+                                                                 strict=True)]
+                    building[0] += time.perf_counter() - build[0]
+                    building[1] += time.process_time() - build[1]
+                shard.update(q.UpdateOperation.upsert_points(batch))
+            results.append((time.perf_counter() - wall, time.process_time() - cpu))
+            shard.close()
     return results[0], results[1], (building[0], building[1])
 
 

@@ -169,7 +169,7 @@ def _as_lists(np: Any, matrix: Any, norms: Any) -> list[list[float]]:
     # fit, which makes the take faster.
     index = np.int32 if n * (2 * TABLE_COUNTS + 1) < 2**31 else np.intp
     codes = matrix.astype(index)  # exact: a count is at most the text's length
-    top = int(max(codes.max(), -codes.min())) if codes.size else 0
+    top = int(max(codes.max(), -codes.min()))  # never empty: embed_many returns [] for no texts
     k = min(top, TABLE_COUNTS)
     width = 2 * k + 1
     values = np.arange(-k, k + 1, dtype=np.float64) / norms[:, None]
